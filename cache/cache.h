@@ -1,0 +1,176 @@
+/*
+ * cache/cache.h: the disk-backed object cache, one LMDB environment per node.
+ *
+ * Threads: every function may be called from any worker thread unless it says otherwise.
+ * Reads run in short read transactions on the caller's thread (never held across a socket
+ * write). Every change goes through one writer thread that owns the only write transaction
+ * and batches many operations per commit, so workers never block on disk.
+ *
+ * Objects: a cache key (a string the edge builds: method-neutral "authority path?query")
+ * names a URL; each URL may have several variants (Vary). A variant is one stored response:
+ * an immutable record (status, headers, freshness metadata, Vary'd request values, surrogate
+ * keys) and a body, inline in the record when small, else in fixed-size chunks. A record is
+ * written only after all its chunks, in the same or a later commit, so a reader never sees a
+ * partial object; kill -9 at any point leaves either the old or the new variant.
+ *
+ * Durability: by default every commit is synced (survives kill -9 and power loss per LMDB);
+ * `nosync` trades power-loss durability for speed but still survives kill -9.
+ */
+#ifndef OUTPOST_CACHE_H
+#define OUTPOST_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/cache_policy.h"
+#include "http/http.h"
+#include "lib/str.h"
+
+/* Bodies up to this size are stored inline in the object record; larger ones in chunks. */
+#define CACHE_INLINE_MAX (16 * 1024)
+/* Size of every body chunk but the last. */
+#define CACHE_CHUNK_SIZE (64 * 1024)
+/* Longest cache key accepted; longer keys are not cached (the edge bypasses). */
+#define CACHE_KEY_MAX 8192
+
+struct cache;
+struct cache_put;
+
+struct cache_options {
+    const char *dir;            /* created if missing */
+    uint64_t max_size;          /* disk cap for stored objects, bytes */
+    uint64_t map_size;          /* LMDB map size; 0 = max_size * 2 + 64 MiB */
+    uint64_t max_object_size;   /* larger bodies are refused by cache_put_* */
+    unsigned high_water_pct;    /* eviction starts above this share of max_size (90) */
+    unsigned low_water_pct;     /* and stops below this share (80) */
+    bool nosync;                /* MDB_NOSYNC: opt-in, see above */
+    unsigned batch_ms;          /* writer: longest wait to gather a batch (default 2) */
+};
+
+/* Open (creating if needed) the cache in opt->dir and start its writer thread. Discards the
+ * chunks of objects that were being written when the process last died. Errors: -errno, LMDB
+ * codes, OP_ECORRUPT (schema version mismatch). */
+int cache_open(struct cache **out, const struct cache_options *opt);
+/* Drain the writer queue, commit, stop the writer and close. Clears *c. */
+void cache_close(struct cache **c);
+
+/* One (Vary'd request header name, normalised request value) pair of a variant. */
+struct cache_vary {
+    struct str name;   /* lower-case header name */
+    struct str value;  /* combined, whitespace-normalised request value; empty if absent */
+};
+
+/* A stored variant, copied out of LMDB: independent of any transaction. Refcounted. */
+struct cache_obj {
+    uint64_t id;               /* unique per stored variant, never reused */
+    struct str key;
+    int status;
+    struct http_headers headers; /* stored response headers */
+    struct cache_meta meta;
+    uint64_t body_len;
+    uint32_t n_chunks;         /* 0 when the body is inline */
+    struct str body;           /* the inline body (n_chunks == 0) */
+    struct cache_vary *vary;
+    size_t n_vary;
+    struct str *tags;          /* surrogate keys */
+    size_t n_tags;
+    /* private */
+    int _refcnt;
+    char *_mem;
+};
+
+/*
+ * Find the variant of `key` that matches request headers `req` (every Vary'd header's
+ * normalised value equal; with several matches, the most recent response). On success *out
+ * holds a new reference. Also records the access for approximate LRU (asynchronously).
+ * Returns 0, OP_ENOTFOUND, or an LMDB error (counted; treated as a miss by the caller).
+ */
+int cache_lookup(struct cache *c, struct str key, const struct http_headers *req, int64_t now,
+                 struct cache_obj **out);
+void cache_obj_ref(struct cache_obj *o);
+void cache_obj_unref(struct cache_obj **o);
+
+/*
+ * Stream chunk `idx` of object `id` to `sink` (called once, with a pointer valid only during
+ * the call). Returns 0, OP_ENOTFOUND (evicted or replaced meanwhile) or an LMDB error.
+ */
+typedef void cache_sink_fn(void *arg, const void *data, size_t len);
+int cache_chunk_read(struct cache *c, uint64_t id, uint32_t idx, cache_sink_fn *sink, void *arg);
+
+/* What the edge knows about a response it is about to store. Strings are copied by
+ * cache_put_begin(). */
+struct cache_put_info {
+    struct str key;
+    int status;
+    const struct http_headers *headers; /* response headers to store (hop-by-hop removed) */
+    const struct cache_meta *meta;
+    const struct cache_vary *vary;      /* from the response's Vary and the request */
+    size_t n_vary;
+    const struct str *tags;             /* surrogate keys */
+    size_t n_tags;
+    int64_t content_length;             /* -1 if unknown */
+    int64_t now;
+};
+
+/*
+ * Start storing a variant. Returns 0 and a handle owned by the caller's thread, or
+ * OP_ETOOBIG (content_length over max_object_size), OP_EINVAL (key too long).
+ * The new variant replaces, on commit, any stored variant of the same key with the same Vary
+ * values.
+ */
+int cache_put_begin(struct cache *c, const struct cache_put_info *info, struct cache_put **out);
+/* Append body bytes; full chunks go to the writer at once. OP_ETOOBIG once the body passes
+ * max_object_size (the put is then dead: call cache_put_abort). */
+int cache_put_append(struct cache_put *p, const void *data, size_t len);
+/* All body bytes are in: hand the record to the writer. Clears *p. `done`, if not NULL, is
+ * called on the writer thread after the commit (ok = 0 or an error). */
+typedef void cache_done_fn(void *arg, int err);
+int cache_put_end(struct cache_put **p, cache_done_fn *done, void *arg);
+/* Give up (origin failed, too big): already written chunks are deleted. Clears *p. */
+void cache_put_abort(struct cache_put **p);
+/* The id the variant will have. */
+uint64_t cache_put_id(const struct cache_put *p);
+/* Chunks [0, n) of this put are committed and readable with cache_chunk_read(). Any thread. */
+uint32_t cache_put_committed(const struct cache_put *p);
+/* Called on the writer thread after each commit that advanced this put (to wake a reader or
+ * release memory). Set before the first append. */
+void cache_put_set_notify(struct cache_put *p, cache_done_fn *fn, void *arg);
+
+/*
+ * Replace the headers and metadata of a stored variant (after a 304 revalidation), keeping
+ * its body. Asynchronous; OP_ENOTFOUND at commit if it is gone meanwhile.
+ */
+int cache_update(struct cache *c, uint64_t id, const struct http_headers *headers,
+                 const struct cache_meta *meta, int64_t now);
+
+/* Invalidate every variant of `key`: hard removes, soft marks CACHE_F_STALE. Asynchronous;
+ * `done` may be NULL. */
+int cache_invalidate(struct cache *c, struct str key, bool soft, cache_done_fn *done, void *arg);
+
+/* Block until every operation queued so far is committed (tests, shutdown). */
+void cache_sync(struct cache *c);
+
+struct cache_stats {
+    uint64_t objects;        /* stored variants */
+    uint64_t bytes;          /* body + record bytes accounted against max_size */
+    uint64_t max_size;
+    uint64_t evictions;      /* variants evicted for space */
+    uint64_t expired_evictions; /* of which were past cache_policy_useless_after() */
+    uint64_t commits;
+    uint64_t write_errors;   /* MDB_MAP_FULL, disk errors ... */
+    uint64_t queue_len;      /* operations waiting for the writer */
+};
+void cache_stats_get(struct cache *c, struct cache_stats *out);
+
+/* Walk the whole environment and check its invariants (every record's chunks present and of
+ * the right size, accounting matches, no orphan chunks, indices consistent). 0 if consistent,
+ * OP_ECORRUPT with a message in err[] otherwise. Safe while running (one read txn). */
+int cache_check(struct cache *c, char *err, size_t errlen);
+
+/* Normalise a request header value for Vary matching: combine all lines of `name` with ", ",
+ * collapse runs of whitespace, trim. Result in `out` (caller's buffer; truncated to cap). */
+size_t cache_vary_normalise(const struct http_headers *req, const char *name, char *out,
+                            size_t cap);
+
+#endif

@@ -14,7 +14,7 @@
 CC ?= cc
 SAN ?=
 DEPS ?= 1
-BUILD := build$(if $(SAN),-san,)
+BUILD ?= build$(if $(SAN),-san,)
 PYTHON := /usr/bin/python3
 
 BORINGSSL_CFLAGS := -I/usr/include/android

@@ -141,4 +141,22 @@ enum http_cond_result http_cond_evaluate(const struct http_headers *req, struct 
  * with these validators (strong ETag match, or date equal to Last-Modified). */
 bool http_if_range_ok(struct str if_range, struct str etag, int64_t last_modified);
 
+
+/* ---- additions (http/date.c, http/cc.c, http/cond.c) -------------------------------------- */
+
+/*
+ * http_date_parse() with an explicit clock for the RFC 850 two-digit year: RFC 9110 5.6.7
+ * says a year that appears to be more than 50 years in the future is the most recent past
+ * year with the same last two digits, which depends on "now". http_date_parse() is pure and
+ * uses HTTP_DATE_RFC850_PIVOT (2025-01-01T00:00:00Z) as "now"; callers that hold a clock
+ * reading may pass it here instead. Only the RFC 850 form depends on `now`.
+ */
+#define HTTP_DATE_RFC850_PIVOT INT64_C(1735689600)
+int http_date_parse_at(struct str s, int64_t now, int64_t *out);
+
+/* Parse delta-seconds (RFC 9111 1.2.2): 1*DIGIT, saturating at HTTP_DELTA_MAX (2^31).
+ * Returns 0, or -1 if `s` is empty or has a non-digit. */
+#define HTTP_DELTA_MAX INT64_C(2147483648)
+int http_delta_parse(struct str s, int64_t *out);
+
 #endif

@@ -18,39 +18,41 @@
 
 /* Per-site defaults an operator configures (nginx proxy_cache_valid, Varnish default_ttl). */
 struct cache_site_policy {
-    int64_t default_ttl;     /* for cacheable responses with no explicit freshness and no
-                                Last-Modified heuristic; 0 = do not store such responses */
-    int64_t max_ttl;         /* cap on any freshness lifetime; 0 = no cap */
-    int64_t heuristic_max;   /* cap on heuristic freshness (10% of Date - Last-Modified);
-                                RFC 9111 4.2.2 suggests a day-scale cap */
+    int64_t default_ttl; /* for cacheable responses with no explicit freshness and no
+                            Last-Modified heuristic; 0 = do not store such responses */
+    int64_t max_ttl; /* cap on any freshness lifetime; 0 = no cap */
+    int64_t heuristic_max; /* cap on heuristic freshness (10% of Date - Last-Modified);
+                              RFC 9111 4.2.2 suggests a day-scale cap */
     int64_t stale_while_revalidate; /* default window when the response gives none; 0 = off */
-    int64_t stale_if_error;  /* default window when the response gives none; 0 = off */
-    bool ignore_cdn_cache_control; /* false: honour CDN-Cache-Control (RFC 9213) */
-    bool cache_authorized;   /* false: a request with Authorization is stored only when the
-                                response allows it (s-maxage, must-revalidate, public) */
+    int64_t stale_if_error; /* default window when the response gives none; 0 = off */
+    bool ignore_cdn_cache_control; /* false: honour CDN-Cache-Control (RFC 9213): when it is
+                                      present, valid and non-empty, it replaces Cache-Control
+                                      and Expires for storage and freshness */
+    bool cache_authorized; /* false: a request with Authorization is stored only when the
+                              response allows it (s-maxage, must-revalidate, public) */
 };
 
 /* Flags in struct cache_meta.flags. */
 enum {
-    CACHE_F_MUST_REVALIDATE = 1u << 0,  /* must-revalidate or proxy-revalidate or s-maxage */
-    CACHE_F_NO_CACHE = 1u << 1,         /* no-cache: revalidate before every use */
-    CACHE_F_STALE = 1u << 2,            /* invalidated (soft purge, unsafe method): treat as
-                                           stale regardless of age */
-    CACHE_F_HEURISTIC = 1u << 3,        /* freshness is heuristic (RFC 9111 4.2.2) */
+    CACHE_F_MUST_REVALIDATE = 1u << 0, /* must-revalidate or proxy-revalidate or s-maxage */
+    CACHE_F_NO_CACHE = 1u << 1, /* no-cache: revalidate before every use */
+    CACHE_F_STALE = 1u << 2, /* invalidated (soft purge, unsafe method): treat as
+                                stale regardless of age */
+    CACHE_F_HEURISTIC = 1u << 3, /* freshness is heuristic (RFC 9111 4.2.2) */
     CACHE_F_IMMUTABLE = 1u << 4,
 };
 
 /* What a stored response carries about its freshness; persisted in the object record. */
 struct cache_meta {
-    int64_t request_time;           /* when the request that produced it was sent */
-    int64_t response_time;          /* when the response was received */
-    int64_t corrected_initial_age;  /* RFC 9111 4.2.3 */
-    int64_t freshness_lifetime;     /* RFC 9111 4.2.1 (may be 0) */
+    int64_t request_time; /* when the request that produced it was sent */
+    int64_t response_time; /* when the response was received */
+    int64_t corrected_initial_age; /* RFC 9111 4.2.3 */
+    int64_t freshness_lifetime; /* RFC 9111 4.2.1 (may be 0) */
     int64_t stale_while_revalidate; /* seconds after expiry it may be served while a
                                        revalidation runs; 0 = none */
-    int64_t stale_if_error;         /* seconds after expiry it may be served on errors */
-    int64_t last_modified;          /* -1 if absent/invalid */
-    uint32_t flags;                 /* CACHE_F_* */
+    int64_t stale_if_error; /* seconds after expiry it may be served on errors */
+    int64_t last_modified; /* -1 if absent/invalid */
+    uint32_t flags; /* CACHE_F_* */
 };
 
 /*
@@ -74,40 +76,57 @@ void cache_policy_meta(int status, const struct http_headers *resp, int64_t requ
                        int64_t response_time, const struct cache_site_policy *site,
                        struct cache_meta *out);
 
-/* current_age (RFC 9111 4.2.3), in seconds, never negative. */
+/* current_age (RFC 9111 4.2.3), in seconds, never negative. A clock that went backwards
+ * (now < response_time) counts as no resident time. */
 int64_t cache_policy_age(const struct cache_meta *m, int64_t now);
 
-/* Seconds after which the stored object is of no use even for revalidation-free serving
- * (expiry + the larger stale window); the eviction order uses it. */
+/* Absolute time (seconds since the epoch) after which the stored object is of no use even
+ * for revalidation-free serving: the instant it expires, plus the larger stale window unless
+ * MUST_REVALIDATE / NO_CACHE forbid stale serving. The eviction order uses it, also for
+ * objects with validators. Does not look at CACHE_F_STALE (the invalidation time is not
+ * stored). */
 int64_t cache_policy_useless_after(const struct cache_meta *m);
 
 enum cache_decision {
-    CACHE_USE_FRESH = 0,        /* serve it: fresh (or stale but allowed by max-stale) */
+    CACHE_USE_FRESH = 0, /* serve it: fresh (or stale but allowed by max-stale) */
     CACHE_USE_STALE_REVALIDATE = 1, /* serve it stale and revalidate in the background
                                        (stale-while-revalidate) */
-    CACHE_REVALIDATE = 2,       /* send a conditional request; if the origin fails, see
-                                   cache_policy_stale_on_error() */
-    CACHE_MISS = 3,             /* do not use (request no-store is handled by the caller) */
+    CACHE_REVALIDATE = 2, /* send a conditional request; if the origin fails, see
+                             cache_policy_stale_on_error() */
+    CACHE_MISS = 3, /* do not use (request no-store is handled by the caller) */
 };
 
 /*
  * Decide how to use a stored response for a request with request Cache-Control `req_cc`
- * (max-age, min-fresh, max-stale, no-cache; RFC 9111 4 and 5.2.1), at `now`.
- * must-revalidate / no-cache on the response forbid serving stale (no max-stale, no SWR).
+ * (max-age, min-fresh, max-stale, no-cache; RFC 9111 4 and 5.2.1), at `now`. In order:
+ *  - response no-cache, request no-cache, request max-age=0, or age > request max-age:
+ *    CACHE_REVALIDATE;
+ *  - fresh (and not CACHE_F_STALE): CACHE_USE_FRESH unless min-fresh is not met;
+ *  - stale: must-revalidate / no-cache / CACHE_F_STALE (invalidated: RFC 9111 4.4 requires
+ *    validation) or request min-fresh: CACHE_REVALIDATE; staleness within the request's
+ *    max-stale: CACHE_USE_FRESH; within stale-while-revalidate: CACHE_USE_STALE_REVALIDATE;
+ *    else CACHE_REVALIDATE.
+ * CACHE_MISS only for metadata that cannot be trusted (negative lifetime or age).
  */
 enum cache_decision cache_policy_decide(const struct cache_meta *m, const struct http_cc *req_cc,
                                         int64_t now);
 
-/* May the stored response be served stale because the origin failed (RFC 5861 stale-if-error,
- * not with must-revalidate/no-cache)? `req_cc` may carry stale-if-error too. */
+/* May the stored response be served because the origin failed (RFC 5861 4 stale-if-error,
+ * never with must-revalidate/no-cache)? True if still fresh, if the staleness is within the
+ * request's max-stale, or within the stale-if-error window: the request's when it has one
+ * (the client's limit), else the response's or site default. CACHE_F_STALE (invalidated)
+ * objects may still be served on error within the window. `req_cc` may be NULL. */
 bool cache_policy_stale_on_error(const struct cache_meta *m, const struct http_cc *req_cc,
                                  int64_t now);
 
 /*
  * After a 304 from the origin for a stored response: the headers of the 304 replace the
- * stored ones of the same name (RFC 9111 4.3.4), except those a cache must not update
- * (Content-Length, Content-Encoding, Transfer-Encoding, Content-Range, ...). Writes the merged
- * list into `out` (strings point into `stored` or `fresh`).
+ * stored ones of the same name (RFC 9111 3.2, 4.3.4), except those a cache must not update
+ * (Content-Length, Content-Encoding, Transfer-Encoding, Content-Range, hop-by-hop and
+ * Connection-listed fields). Age and Date are taken from the 304 only (dropped if it has
+ * none), so cache_policy_meta() over the merged list, with the revalidation's request and
+ * response times, gives the refreshed metadata. `out` must be initialised (its previous
+ * entries are discarded); strings point into `stored` or `fresh`.
  */
 void cache_policy_merge_304(const struct http_headers *stored, const struct http_headers *fresh,
                             struct http_headers *out);

@@ -63,8 +63,8 @@ static void set_delta(int64_t *slot, int64_t v, bool overwrite)
 }
 
 enum arg_kind {
-    ARG_NONE = 0,    /* no "=" */
-    ARG_DELTA = 1,   /* valid delta-seconds in `delta` */
+    ARG_NONE = 0, /* no "=" */
+    ARG_DELTA = 1, /* valid delta-seconds in `delta` */
     ARG_INVALID = 2, /* an argument that is not delta-seconds */
 };
 
@@ -256,8 +256,8 @@ static enum sf_type sf_bare_item(struct sf *s, int64_t *ival)
     }
     if (is_alpha(c) || c == '*') {
         s->i++;
-        while (!sf_end(s) && (http_is_tchar((unsigned char)sf_peek(s)) || sf_peek(s) == ':' ||
-                              sf_peek(s) == '/'))
+        while (!sf_end(s) &&
+               (http_is_tchar((unsigned char)sf_peek(s)) || sf_peek(s) == ':' || sf_peek(s) == '/'))
             s->i++;
         return SF_OTHER;
     }

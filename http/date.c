@@ -163,8 +163,8 @@ int http_date_parse_at(struct str s, int64_t now, int64_t *out)
         } else if (!digits(&c, 2, &d)) {
             return -1;
         }
-        if (lit(&c, ' ') && time_of_day(&c, &h, &mi, &sec) && lit(&c, ' ') &&
-            digits(&c, 4, &y4) && c.n == 0)
+        if (lit(&c, ' ') && time_of_day(&c, &h, &mi, &sec) && lit(&c, ' ') && digits(&c, 4, &y4) &&
+            c.n == 0)
             return assemble(y4, (unsigned)m, d, h, mi, sec, out);
         return -1;
     }
@@ -228,7 +228,8 @@ size_t http_date_format(int64_t t, char *out)
     *o++ = (char)('0' + yy / 10 % 10);
     *o++ = (char)('0' + yy % 10);
     *o++ = ' ';
-    unsigned hh = (unsigned)(secs / 3600), mm = (unsigned)(secs / 60 % 60), ss = (unsigned)(secs % 60);
+    unsigned hh = (unsigned)(secs / 3600), mm = (unsigned)(secs / 60 % 60),
+             ss = (unsigned)(secs % 60);
     *o++ = (char)('0' + hh / 10);
     *o++ = (char)('0' + hh % 10);
     *o++ = ':';

@@ -1,0 +1,150 @@
+/*
+ * conf/conf.h: the node's configuration: command-line flags and the config file, parsed and
+ * validated into one immutable struct config.
+ *
+ * Every option is declared once, in conf/options.h (name, type, default, bounds, unit,
+ * reloadable or restart-only, help). The parser, `outpostd --help-config` and the README
+ * reference are generated from that table (STYLE.md rules 23 and 24).
+ *
+ * Threads: conf_load() and conf_parse_buffer() run on the main thread at start-up (and, later,
+ * on the control thread for a reload, which builds a new config and swaps it). Once returned,
+ * a struct config is never written again: any thread may read it through a
+ * `const struct config *` until the owner calls conf_free(). conf_site_find() is pure and
+ * thread-safe.
+ *
+ * Errors are reported as one line in a caller buffer, in the form
+ * "FILE:LINE: DIRECTIVE: PROBLEM" for the file and "command line: --flag: PROBLEM" for flags;
+ * the caller prints it and exits with status 1.
+ */
+#ifndef OUTPOST_CONF_H
+#define OUTPOST_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cache/cache_policy.h"
+#include "lib/str.h"
+
+/* A listening or origin address. `host` is a name or an IP literal without brackets; `text`
+ * is "host:port", or "[v6]:port" when host contains ':'. */
+struct conf_addr {
+    char host[256];
+    uint16_t port;
+    char text[272];
+};
+
+/* One `site NAME... { }` block (or the catch-all site that --origin adds). */
+struct conf_site {
+    char **names; /* lower-cased hostnames without port; "*" = catch-all; "*.example.com" =
+                     any name below example.com (not example.com itself) */
+    size_t n_names;
+    struct conf_addr *origins; /* at least one */
+    size_t n_origins;
+    struct cache_site_policy policy; /* per-site values, global defaults merged in */
+    unsigned line; /* where the block starts; 0 for --origin */
+};
+
+enum conf_action {
+    CONF_ACTION_RUN = 0,
+    CONF_ACTION_CHECK = 1, /* -t / --check: validate and exit */
+    CONF_ACTION_HELP = 2, /* --help: print conf_usage_print() */
+    CONF_ACTION_HELP_CONFIG = 3, /* --help-config */
+    CONF_ACTION_HELP_CONFIG_MD = 4, /* --help-config=markdown */
+    CONF_ACTION_VERSION = 5, /* --version */
+};
+
+struct config {
+    enum conf_action action;
+    char *file; /* NULL when only flags were given */
+    struct conf_addr *listen;
+    size_t n_listen;
+    struct conf_addr admin;
+    bool admin_enabled;
+    unsigned workers; /* 0 in the file means one per online CPU: resolved by conf_load() */
+    char *node_name; /* default: gethostname(), resolved by conf_load() */
+    char *cache_dir;
+    uint64_t cache_max_size; /* bytes */
+    uint64_t cache_map_size; /* bytes; 0 = auto */
+    uint64_t max_object_size;
+    bool cache_sync;
+    char *access_log; /* NULL = off, "-" = stdout, else a path */
+    int log_level; /* enum log_level from lib/log.h */
+    uint64_t max_header_bytes;
+    uint64_t max_headers;
+    uint64_t max_uri_length;
+    uint64_t max_body_size;
+    uint64_t max_connections;
+    int64_t header_timeout_ms;
+    int64_t idle_timeout_ms;
+    int64_t body_timeout_ms;
+    int64_t send_timeout_ms;
+    int64_t upstream_connect_timeout_ms;
+    int64_t upstream_first_byte_timeout_ms;
+    int64_t upstream_idle_timeout_ms;
+    uint64_t upstream_keepalive;
+    uint64_t upstream_retries;
+    bool debug_api;
+    struct cache_site_policy defaults; /* global per-site defaults (seconds) */
+    struct conf_site *sites;
+    size_t n_sites;
+};
+
+/*
+ * Parse argv (the flags of README "Running a node": -c FILE, --listen ADDR (repeatable),
+ * --origin URL, --cache-dir DIR, --admin ADDR|off, --workers N, --set NAME=VALUE (any global
+ * option, repeatable), -t/--check, --help, --help-config[=markdown], --version) and the file
+ * if any. Flags override the file whatever their order. `argv[0]` is the program name.
+ *
+ * Returns 0 with *out set to a config the caller owns (free with conf_free(); treat it as
+ * immutable). On error returns OP_EINVAL (or -errno when the file cannot be read), *out is
+ * untouched and `err` holds "FILE:LINE: DIRECTIVE: PROBLEM", "FILE: PROBLEM" (unreadable
+ * file), or "command line: --flag: PROBLEM".
+ *
+ * For HELP, HELP_CONFIG, HELP_CONFIG_MD and VERSION the file is not read and nothing is
+ * validated beyond the flags' syntax. Otherwise at least one site must have an origin (from
+ * the file or --origin), workers 0 is replaced by the number of online CPUs and an unset
+ * node_name by gethostname().
+ */
+int conf_load(int argc, char **argv, struct config **out, char *err, size_t errlen);
+
+/*
+ * Parse and validate a config file held in memory: `name` is used in error messages only,
+ * `buf` need not be NUL-terminated. A pure function of its input (no I/O, no environment):
+ * workers stays as written (0 = auto) and node_name is NULL unless the file sets it. Same
+ * return values and error format as conf_load(). Used by conf_load() and the fuzz target.
+ */
+int conf_parse_buffer(const char *name, const char *buf, size_t len, struct config **out, char *err,
+                      size_t errlen);
+
+/* Free a config from conf_load()/conf_parse_buffer() and clear the pointer. NULL is fine. */
+void conf_free(struct config **c);
+
+/*
+ * The site serving a Host value: the port (":8080") and one trailing dot are ignored, and
+ * names compare case-insensitively. Order: an exact name, then the longest matching wildcard
+ * "*.suffix", then "*". NULL if no site serves it (the edge answers 421). The pointer lives
+ * as long as `c`.
+ */
+const struct conf_site *conf_site_find(const struct config *c, struct str host);
+
+/*
+ * The one helper for quantities with units (STYLE.md rule 24).
+ * Sizes: digits with an optional k, m or g (powers of 1024, either case) and an optional
+ * trailing B: "512", "64k", "1G", "10MB". Durations: digits with ms, s, m, h or d; a bare
+ * number is seconds. Both return 0, or OP_EINVAL on bad syntax, OP_ETOOBIG on overflow.
+ */
+int conf_size_parse(struct str s, uint64_t *bytes);
+int conf_duration_parse(struct str s, int64_t *ms);
+/* The shortest exact text for a value ("64m", "1g", "1500ms", "1d"), NUL-terminated. */
+void conf_size_format(uint64_t bytes, char *out, size_t outlen);
+void conf_duration_format(int64_t ms, char *out, size_t outlen);
+
+/* --help-config: every option with type, default, bounds, reload class and help; as an
+ * aligned text table, or (markdown) as the Markdown table of the README reference. */
+void conf_help_print(FILE *f, bool markdown);
+/* --help: the command-line flags. */
+void conf_usage_print(FILE *f);
+
+#endif

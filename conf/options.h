@@ -1,0 +1,179 @@
+/*
+ * conf/options.h: the one table of configuration directives (STYLE.md rule 23). Every
+ * directive of the file, every --set NAME and every line of `outpostd --help-config` and of
+ * the README reference comes from the CONF_OPTIONS list below; nothing else declares an
+ * option. Internal to conf/ (conf.c parses with it, help.c prints it).
+ *
+ * Columns of X(ID, NAME, TYPE, CONTEXT, OFFSET, DEFAULT, MIN, MAX, RELOAD, HELP):
+ *   ID       suffix of enum conf_opt (CONF_OPT_<ID>)
+ *   NAME     the directive as written in the file
+ *   TYPE     enum conf_type: how arguments parse and where the value is stored
+ *   CONTEXT  CONF_CTX_GLOBAL, CONF_CTX_SITE, or both (per-site options, whose global value is
+ *            the default of every site that does not set them)
+ *   OFFSET   offsetof() into struct config (global) or struct cache_site_policy (per-site);
+ *            unused (0) for types stored in dedicated fields (listen, admin, site, origin)
+ *   DEFAULT  the default as it would be written in the file, parsed by the same code; NULL
+ *            when the default is computed at load (node_name) or there is none
+ *   MIN/MAX  bounds in base units (bytes, milliseconds, plain numbers); 0/0 = no bounds
+ *   RELOAD   CONF_RELOAD (a reload may change it) or CONF_RESTART (needs a restart)
+ *   HELP     one line of help
+ */
+#ifndef OUTPOST_CONF_OPTIONS_H
+#define OUTPOST_CONF_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf/conf.h"
+
+enum conf_type {
+    CONF_T_ADDRS = 0, /* one or more HOST:PORT, repeatable (listen) */
+    CONF_T_ADDR_OFF, /* HOST:PORT or off (admin) */
+    CONF_T_UINT, /* integer stored as unsigned */
+    CONF_T_COUNT, /* integer stored as uint64_t */
+    CONF_T_SIZE, /* size with unit, bytes in uint64_t */
+    CONF_T_DURATION, /* duration with unit, milliseconds in int64_t */
+    CONF_T_SECONDS, /* duration with unit, whole seconds in int64_t (cache_site_policy) */
+    CONF_T_BOOL, /* on/off into bool */
+    CONF_T_BOOL_NOT, /* on/off into bool, stored inverted */
+    CONF_T_STRING, /* any string, xstrdup'ed char * */
+    CONF_T_LOG_TARGET, /* path, "-" or off (NULL) */
+    CONF_T_LOG_LEVEL, /* error|warn|info|debug into int */
+    CONF_T_SITE, /* site NAME... { ... } */
+    CONF_T_ORIGINS, /* origin HOST:PORT... inside a site */
+};
+
+enum {
+    CONF_CTX_GLOBAL = 1,
+    CONF_CTX_SITE = 2,
+};
+
+enum {
+    CONF_RESTART = 0,
+    CONF_RELOAD = 1,
+};
+
+#define CONF_G(f) offsetof(struct config, f)
+#define CONF_P(f) offsetof(struct cache_site_policy, f)
+#define CONF_KIB 1024ULL
+#define CONF_MIB (1024ULL * 1024)
+#define CONF_GIB (1024ULL * 1024 * 1024)
+#define CONF_SEC 1000ULL
+#define CONF_DAY (86400ULL * 1000)
+#define CONF_BOTH (CONF_CTX_GLOBAL | CONF_CTX_SITE)
+
+/* clang-format off */
+#define CONF_OPTIONS(X)                                                                            \
+    X(LISTEN, "listen", CONF_T_ADDRS, CONF_CTX_GLOBAL, 0, "127.0.0.1:8080", 0, 0, CONF_RESTART,    \
+      "Client listener, HOST:PORT or [V6]:PORT; repeat the directive for more listeners")          \
+    X(ADMIN, "admin", CONF_T_ADDR_OFF, CONF_CTX_GLOBAL, 0, "127.0.0.1:8081", 0, 0, CONF_RESTART,   \
+      "Admin API listener (status, metrics), HOST:PORT, or off")                                   \
+    X(WORKERS, "workers", CONF_T_UINT, CONF_CTX_GLOBAL, CONF_G(workers), "0", 0, 256,              \
+      CONF_RESTART, "Worker threads; 0 = one per online CPU")                                      \
+    X(NODE_NAME, "node_name", CONF_T_STRING, CONF_CTX_GLOBAL, CONF_G(node_name), NULL, 0, 0,       \
+      CONF_RESTART, "Name of this node in Via and /status; default: the host name")                \
+    X(CACHE_DIR, "cache_dir", CONF_T_STRING, CONF_CTX_GLOBAL, CONF_G(cache_dir),                   \
+      "/var/cache/outpost", 0, 0, CONF_RESTART, "Directory of the on-disk cache (LMDB)")           \
+    X(CACHE_MAX_SIZE, "cache_max_size", CONF_T_SIZE, CONF_CTX_GLOBAL, CONF_G(cache_max_size),      \
+      "1g", CONF_MIB, 16384 * CONF_GIB, CONF_RELOAD,                                               \
+      "Bytes of cached objects kept; eviction starts above it")                                   \
+    X(CACHE_MAP_SIZE, "cache_map_size", CONF_T_SIZE, CONF_CTX_GLOBAL, CONF_G(cache_map_size),      \
+      "0", 0, 16384 * CONF_GIB, CONF_RESTART,                                                      \
+      "LMDB map size; 0 = derived from cache_max_size")                                            \
+    X(MAX_OBJECT_SIZE, "max_object_size", CONF_T_SIZE, CONF_CTX_GLOBAL, CONF_G(max_object_size),   \
+      "256m", CONF_KIB, 64 * CONF_GIB, CONF_RELOAD,                                                \
+      "Largest response body stored in the cache; larger ones are passed through")                 \
+    X(CACHE_SYNC, "cache_sync", CONF_T_BOOL, CONF_CTX_GLOBAL, CONF_G(cache_sync), "on", 0, 0,      \
+      CONF_RESTART, "Flush each cache commit to disk; off is faster but a crash may lose the "     \
+      "latest writes")                                                                             \
+    X(ACCESS_LOG, "access_log", CONF_T_LOG_TARGET, CONF_CTX_GLOBAL, CONF_G(access_log), "-", 0, 0, \
+      CONF_RELOAD, "Access log: a file path, - for stdout, or off")                                \
+    X(LOG_LEVEL, "log_level", CONF_T_LOG_LEVEL, CONF_CTX_GLOBAL, CONF_G(log_level), "info", 0, 0,  \
+      CONF_RELOAD, "Error log verbosity: error, warn, info or debug")                              \
+    X(MAX_HEADER_BYTES, "max_header_bytes", CONF_T_SIZE, CONF_CTX_GLOBAL,                          \
+      CONF_G(max_header_bytes), "32k", CONF_KIB, CONF_MIB, CONF_RELOAD,                            \
+      "Largest request head (request line and header fields); larger gets 431")                   \
+    X(MAX_HEADERS, "max_headers", CONF_T_COUNT, CONF_CTX_GLOBAL, CONF_G(max_headers), "100", 1,    \
+      1000, CONF_RELOAD, "Most request header fields; more gets 431")                              \
+    X(MAX_URI_LENGTH, "max_uri_length", CONF_T_SIZE, CONF_CTX_GLOBAL, CONF_G(max_uri_length),      \
+      "8k", 256, CONF_MIB, CONF_RELOAD, "Longest request target; longer gets 414")                 \
+    X(MAX_BODY_SIZE, "max_body_size", CONF_T_SIZE, CONF_CTX_GLOBAL, CONF_G(max_body_size), "64m",  \
+      0, 64 * CONF_GIB, CONF_RELOAD, "Largest request body; larger gets 413")                      \
+    X(MAX_CONNECTIONS, "max_connections", CONF_T_COUNT, CONF_CTX_GLOBAL,                           \
+      CONF_G(max_connections), "10000", 1, 1000000, CONF_RELOAD,                                   \
+      "Most open client connections; further ones are refused")                                    \
+    X(HEADER_TIMEOUT, "header_timeout", CONF_T_DURATION, CONF_CTX_GLOBAL,                          \
+      CONF_G(header_timeout_ms), "10s", 1, CONF_DAY, CONF_RELOAD,                                  \
+      "Time a client has to send a complete request head; then 408")                               \
+    X(IDLE_TIMEOUT, "idle_timeout", CONF_T_DURATION, CONF_CTX_GLOBAL, CONF_G(idle_timeout_ms),     \
+      "60s", 1, CONF_DAY, CONF_RELOAD, "Time an idle keep-alive client connection stays open")     \
+    X(BODY_TIMEOUT, "body_timeout", CONF_T_DURATION, CONF_CTX_GLOBAL, CONF_G(body_timeout_ms),     \
+      "30s", 1, CONF_DAY, CONF_RELOAD, "Longest wait for the next bytes of a request body")        \
+    X(SEND_TIMEOUT, "send_timeout", CONF_T_DURATION, CONF_CTX_GLOBAL, CONF_G(send_timeout_ms),     \
+      "60s", 1, CONF_DAY, CONF_RELOAD, "Longest wait for a client to accept more response bytes")  \
+    X(UPSTREAM_CONNECT_TIMEOUT, "upstream_connect_timeout", CONF_T_DURATION, CONF_CTX_GLOBAL,      \
+      CONF_G(upstream_connect_timeout_ms), "5s", 1, CONF_DAY, CONF_RELOAD,                         \
+      "Time to establish a connection to an origin")                                               \
+    X(UPSTREAM_FIRST_BYTE_TIMEOUT, "upstream_first_byte_timeout", CONF_T_DURATION,                 \
+      CONF_CTX_GLOBAL, CONF_G(upstream_first_byte_timeout_ms), "30s", 1, CONF_DAY, CONF_RELOAD,    \
+      "Time from sending a request to an origin until its first response byte")                   \
+    X(UPSTREAM_IDLE_TIMEOUT, "upstream_idle_timeout", CONF_T_DURATION, CONF_CTX_GLOBAL,            \
+      CONF_G(upstream_idle_timeout_ms), "60s", 1, CONF_DAY, CONF_RELOAD,                           \
+      "Time an idle keep-alive origin connection stays open")                                      \
+    X(UPSTREAM_KEEPALIVE, "upstream_keepalive", CONF_T_COUNT, CONF_CTX_GLOBAL,                     \
+      CONF_G(upstream_keepalive), "32", 0, 10000, CONF_RELOAD,                                     \
+      "Idle keep-alive connections kept per origin; 0 = close after each response")                \
+    X(UPSTREAM_RETRIES, "upstream_retries", CONF_T_COUNT, CONF_CTX_GLOBAL,                         \
+      CONF_G(upstream_retries), "1", 0, 5, CONF_RELOAD,                                            \
+      "Further attempts of an idempotent request after an origin connection fails")               \
+    X(DEBUG_API, "debug_api", CONF_T_BOOL, CONF_CTX_GLOBAL, CONF_G(debug_api), "off", 0, 0,        \
+      CONF_RESTART, "Enable the /debug endpoints of the admin API (for tests only)")               \
+    X(DEFAULT_TTL, "default_ttl", CONF_T_SECONDS, CONF_BOTH, CONF_P(default_ttl), "0", 0,          \
+      365 * CONF_DAY, CONF_RELOAD,                                                                 \
+      "Freshness of cacheable responses without explicit freshness or Last-Modified; 0 = do "      \
+      "not store them")                                                                            \
+    X(MAX_TTL, "max_ttl", CONF_T_SECONDS, CONF_BOTH, CONF_P(max_ttl), "0", 0, 365 * CONF_DAY,      \
+      CONF_RELOAD, "Cap on any freshness lifetime; 0 = no cap")                                    \
+    X(HEURISTIC_MAX, "heuristic_max", CONF_T_SECONDS, CONF_BOTH, CONF_P(heuristic_max), "1d", 0,   \
+      365 * CONF_DAY, CONF_RELOAD,                                                                 \
+      "Cap on heuristic freshness (10% of the time since Last-Modified)")                         \
+    X(STALE_WHILE_REVALIDATE, "stale_while_revalidate", CONF_T_SECONDS, CONF_BOTH,                 \
+      CONF_P(stale_while_revalidate), "0", 0, 365 * CONF_DAY, CONF_RELOAD,                         \
+      "stale-while-revalidate window when the response gives none; 0 = off")                      \
+    X(STALE_IF_ERROR, "stale_if_error", CONF_T_SECONDS, CONF_BOTH, CONF_P(stale_if_error), "0", 0, \
+      365 * CONF_DAY, CONF_RELOAD, "stale-if-error window when the response gives none; 0 = off")  \
+    X(CDN_CACHE_CONTROL, "cdn_cache_control", CONF_T_BOOL_NOT, CONF_BOTH,                          \
+      CONF_P(ignore_cdn_cache_control), "on", 0, 0, CONF_RELOAD,                                   \
+      "Honour CDN-Cache-Control (RFC 9213) before Cache-Control")                                  \
+    X(CACHE_AUTHORIZED, "cache_authorized", CONF_T_BOOL, CONF_BOTH, CONF_P(cache_authorized),      \
+      "off", 0, 0, CONF_RELOAD,                                                                    \
+      "Store responses to requests with Authorization even without public/s-maxage")              \
+    X(SITE, "site", CONF_T_SITE, CONF_CTX_GLOBAL, 0, NULL, 0, 0, CONF_RELOAD,                      \
+      "Block of options for the Host names listed: exact, *.suffix or * (catch-all)")              \
+    X(ORIGIN, "origin", CONF_T_ORIGINS, CONF_CTX_SITE, 0, NULL, 0, 0, CONF_RELOAD,                 \
+      "Origin servers of a site, HOST:PORT ...; required in every site")
+/* clang-format on */
+
+enum conf_opt {
+#define CONF_X_ENUM(id, ...) CONF_OPT_##id,
+    CONF_OPTIONS(CONF_X_ENUM)
+#undef CONF_X_ENUM
+        CONF_OPT_COUNT
+};
+
+struct conf_option {
+    const char *name;
+    enum conf_type type;
+    int context;
+    size_t offset;
+    const char *def;
+    uint64_t min;
+    uint64_t max;
+    int reload;
+    const char *help;
+};
+
+/* The table, indexed by enum conf_opt (defined in conf/conf.c). */
+extern const struct conf_option conf_options[CONF_OPT_COUNT];
+
+#endif

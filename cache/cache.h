@@ -38,14 +38,16 @@ struct cache;
 struct cache_put;
 
 struct cache_options {
-    const char *dir;            /* created if missing */
-    uint64_t max_size;          /* disk cap for stored objects, bytes */
-    uint64_t map_size;          /* LMDB map size; 0 = max_size * 2 + 64 MiB */
-    uint64_t max_object_size;   /* larger bodies are refused by cache_put_* */
-    unsigned high_water_pct;    /* eviction starts above this share of max_size (90) */
-    unsigned low_water_pct;     /* and stops below this share (80) */
-    bool nosync;                /* MDB_NOSYNC: opt-in, see above */
-    unsigned batch_ms;          /* writer: longest wait to gather a batch (default 2) */
+    const char *dir; /* created if missing */
+    uint64_t max_size; /* disk cap for stored objects, bytes */
+    uint64_t map_size; /* LMDB map size; 0 = max_size * 2 + 64 MiB */
+    uint64_t max_object_size; /* larger bodies are refused by cache_put_* */
+    unsigned high_water_pct; /* eviction starts above this share of max_size (90) */
+    unsigned low_water_pct; /* and stops below this share (80) */
+    bool nosync; /* MDB_NOSYNC: opt-in, see above */
+    unsigned batch_ms; /* writer: longest wait to gather a batch (default 2) */
+    uint64_t inbox_max; /* writer inbox bound in bytes of queued body data; past it
+                           cache_put_append() refuses with OP_EFULL (0 = 64 MiB) */
 };
 
 /* Open (creating if needed) the cache in opt->dir and start its writer thread. Discards the
@@ -54,26 +56,28 @@ struct cache_options {
 int cache_open(struct cache **out, const struct cache_options *opt);
 /* Drain the writer queue, commit, stop the writer and close. Clears *c. */
 void cache_close(struct cache **c);
+/* (cache_close: every cache_put must have been ended or aborted and no other thread may be
+ * inside a cache_* call on this cache.) */
 
 /* One (Vary'd request header name, normalised request value) pair of a variant. */
 struct cache_vary {
-    struct str name;   /* lower-case header name */
-    struct str value;  /* combined, whitespace-normalised request value; empty if absent */
+    struct str name; /* lower-case header name */
+    struct str value; /* combined, whitespace-normalised request value; empty if absent */
 };
 
 /* A stored variant, copied out of LMDB: independent of any transaction. Refcounted. */
 struct cache_obj {
-    uint64_t id;               /* unique per stored variant, never reused */
+    uint64_t id; /* unique per stored variant, never reused */
     struct str key;
     int status;
     struct http_headers headers; /* stored response headers */
     struct cache_meta meta;
     uint64_t body_len;
-    uint32_t n_chunks;         /* 0 when the body is inline */
-    struct str body;           /* the inline body (n_chunks == 0) */
+    uint32_t n_chunks; /* 0 when the body is inline */
+    struct str body; /* the inline body (n_chunks == 0) */
     struct cache_vary *vary;
     size_t n_vary;
-    struct str *tags;          /* surrogate keys */
+    struct str *tags; /* surrogate keys */
     size_t n_tags;
     /* private */
     int _refcnt;
@@ -105,11 +109,11 @@ struct cache_put_info {
     int status;
     const struct http_headers *headers; /* response headers to store (hop-by-hop removed) */
     const struct cache_meta *meta;
-    const struct cache_vary *vary;      /* from the response's Vary and the request */
+    const struct cache_vary *vary; /* from the response's Vary and the request */
     size_t n_vary;
-    const struct str *tags;             /* surrogate keys */
+    const struct str *tags; /* surrogate keys */
     size_t n_tags;
-    int64_t content_length;             /* -1 if unknown */
+    int64_t content_length; /* -1 if unknown */
     int64_t now;
 };
 
@@ -152,14 +156,17 @@ int cache_invalidate(struct cache *c, struct str key, bool soft, cache_done_fn *
 void cache_sync(struct cache *c);
 
 struct cache_stats {
-    uint64_t objects;        /* stored variants */
-    uint64_t bytes;          /* body + record bytes accounted against max_size */
+    uint64_t objects; /* stored variants */
+    uint64_t bytes; /* body + record bytes accounted against max_size */
     uint64_t max_size;
-    uint64_t evictions;      /* variants evicted for space */
+    uint64_t evictions; /* variants evicted for space */
     uint64_t expired_evictions; /* of which were past cache_policy_useless_after() */
     uint64_t commits;
-    uint64_t write_errors;   /* MDB_MAP_FULL, disk errors ... */
-    uint64_t queue_len;      /* operations waiting for the writer */
+    uint64_t write_errors; /* MDB_MAP_FULL, disk errors ... */
+    uint64_t queue_len; /* operations waiting for the writer */
+    uint64_t refused_appends; /* cache_put_append() refused with OP_EFULL (inbox full) */
+    uint64_t lookup_errors; /* LMDB errors in cache_lookup() */
+    uint64_t corrupt_records; /* records that failed to decode (skipped, never served) */
 };
 void cache_stats_get(struct cache *c, struct cache_stats *out);
 

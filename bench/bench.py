@@ -142,6 +142,14 @@ def cpu_seconds(before, after):
     return ticks / CLK_TCK
 
 
+def system_busy_s():
+    """Busy CPU-seconds of the whole machine so far (all CPUs), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / CLK_TCK
+
+
 def status_kb(pid, key):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -778,6 +786,8 @@ def measure(args, env, origin, peer, row, lua, tag):
     sampler = RssSampler(root)
     fetch0 = origin.fetches()
     before = cpu_snapshot(tree(root))
+    obefore = cpu_snapshot(tree(origin.proc.pid))
+    busy0 = system_busy_s()
     sampler.start()
     try:
         if kind == "h1":
@@ -797,6 +807,8 @@ def measure(args, env, origin, peer, row, lua, tag):
     finally:
         sampler.stop()
     after = cpu_snapshot(tree(root))
+    oafter = cpu_snapshot(tree(origin.proc.pid))
+    busy = system_busy_s() - busy0
     time.sleep(0.05)
     fetches = origin.fetches() - fetch0
     cpu = cpu_seconds(before, after)
@@ -808,6 +820,11 @@ def measure(args, env, origin, peer, row, lua, tag):
         r["requests"] / cpu if cpu > 0 else 0.0)
     r["server_cpu_util"] = cpu / total_secs
     r["client_cpu_util"] = r["client_cpu_s"] / total_secs
+    r["origin_cpu_util"] = cpu_seconds(obefore, oafter) / total_secs
+    # CPU used by anything else on the machine (other jobs, the bench's own sampling): a
+    # high value means the numbers of this round are disturbed
+    r["other_cpu_util"] = max(0.0, busy - cpu - r["client_cpu_s"]
+                              - cpu_seconds(obefore, oafter)) / total_secs
     r["peak_rss_kib"] = sampler.peak_kb
     r["hwm_kib"] = sum(status_kb(p, "VmHWM") for p in tree(root))
     r["origin_fetches"] = fetches
@@ -826,7 +843,7 @@ def med(vals):
 def summarize(rounds):
     s = {}
     for k in ("rps", "p50_ms", "p99_ms", "mibps", "req_per_cpu_s", "server_cpu_util",
-              "client_cpu_util", "peak_rss_kib", "hwm_kib", "origin_fetches_per_req", "errors",
+              "client_cpu_util", "origin_cpu_util", "other_cpu_util", "peak_rss_kib", "hwm_kib", "origin_fetches_per_req", "errors",
               "lmdb_resident_kib"):
         vals = [r[k] for r in rounds if k in r]
         if vals:
@@ -872,25 +889,26 @@ def table(results, rows, peers, meta):
             out.append("")
             continue
         out.append("| peer | req/s | p50 ms | p99 ms | MiB/s | req/CPU-s | srv CPU | cli CPU "
-                   "| peak RSS MiB | origin fetch/req | req/s vs pc | req/CPU-s vs pc "
+                   "| other CPU | peak RSS MiB | origin fetch/req | req/s vs pc | req/CPU-s vs pc "
                    "| req/s vs ceiling |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for peer in peers:
             e = results.get(row, {}).get(peer)
             if e is None:
                 continue
             if "na" in e:
-                out.append("| %s | n/a: %s |" % (peer, e["na"]) + " |" * 11)
+                out.append("| %s | n/a: %s |" % (peer, e["na"]) + " |" * 12)
                 continue
             s = e["summary"]
             rss = ({k: v / 1024 for k, v in s["peak_rss_kib"].items()}
                    if "peak_rss_kib" in s else None)
-            out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            out.append(("| %s |" + " %s |" * 13) % (
                 peer, fmt_spread(s, "rps"), fmt_spread(s, "p50_ms", 2),
                 fmt_spread(s, "p99_ms", 2), fmt_spread(s, "mibps", 0),
                 fmt_spread(s, "req_per_cpu_s"),
                 "%.0f%%" % (100 * s["server_cpu_util"]["median"]),
                 "%.0f%%" % (100 * s["client_cpu_util"]["median"]),
+                "%.0f%%" % (100 * s["other_cpu_util"]["median"]),
                 fmt_spread({"r": rss}, "r", 1) if rss else "-",
                 "%.3f" % s["origin_fetches_per_req"]["median"],
                 ratio(results, row, peer, "nginx-proxy-cache", "rps"),

@@ -241,6 +241,9 @@ static const char *addr_parse(struct str s, struct conf_addr *a)
     struct str host, port;
     bool v6 = false;
     memset(a, 0, sizeof(*a));
+    for (size_t i = 0; i + 2 < s.len; i++)
+        if (memcmp(s.p + i, "://", 3) == 0)
+            return "expected HOST:PORT, not a URL";
     if (s.len > 0 && s.p[0] == '[') {
         long close = str_chr(s, ']');
         if (close < 0)

@@ -457,8 +457,8 @@ static uint64_t rec_bytes(const struct cache_rec *r)
     return r->len + (r->h.n_chunks ? r->h.body_len : 0);
 }
 
-static int index_time(struct cache *c, MDB_txn *txn, MDB_dbi dbi, int64_t t, uint64_t id,
-                      const uint8_t *keyhash, bool add)
+static int index_time(MDB_txn *txn, MDB_dbi dbi, int64_t t, uint64_t id, const uint8_t *keyhash,
+                      bool add)
 {
     uint8_t kb[16];
     cache_be64_put(kb, cache_be64_time(t));
@@ -511,9 +511,9 @@ static int variant_delete(struct cache *c, MDB_txn *txn, const uint8_t *keyhash,
         (rc = del_opt(txn, c->db_byid, ob + CACHE_KEYHASH_LEN, 8, NULL)) != 0)
         goto out;
     if (ok) {
-        if ((rc = index_time(c, txn, c->db_expiry, cache_rec_useless_after(&r.h), id, keyhash,
+        if ((rc = index_time(txn, c->db_expiry, cache_rec_useless_after(&r.h), id, keyhash,
                              false)) != 0 ||
-            (rc = index_time(c, txn, c->db_access, r.h.access_time, id, keyhash, false)) != 0 ||
+            (rc = index_time(txn, c->db_access, r.h.access_time, id, keyhash, false)) != 0 ||
             (rc = index_tags(c, txn, &r, keyhash, false)) != 0)
             goto out;
         uint64_t b = rec_bytes(&r);
@@ -571,9 +571,9 @@ static int record_insert(struct cache *c, MDB_txn *txn, const struct cache_rec *
     int rc;
     if ((rc = put_kv(txn, c->db_objects, ob, sizeof(ob), r->base, r->len)) != 0 ||
         (rc = put_kv(txn, c->db_byid, ob + CACHE_KEYHASH_LEN, 8, keyhash, CACHE_KEYHASH_LEN)) ||
-        (rc = index_time(c, txn, c->db_expiry, cache_rec_useless_after(&r->h), r->h.id, keyhash,
+        (rc = index_time(txn, c->db_expiry, cache_rec_useless_after(&r->h), r->h.id, keyhash,
                          true)) != 0 ||
-        (rc = index_time(c, txn, c->db_access, r->h.access_time, r->h.id, keyhash, true)) != 0 ||
+        (rc = index_time(txn, c->db_access, r->h.access_time, r->h.id, keyhash, true)) != 0 ||
         (rc = index_tags(c, txn, r, keyhash, true)) != 0)
         return rc;
     c->w_bytes += rec_bytes(r);
@@ -640,11 +640,11 @@ static int record_rewrite(struct cache *c, MDB_txn *txn, const uint8_t *keyhash,
     int rc = put_kv(txn, c->db_objects, ob, sizeof(ob), nb.p, nb.len);
     int64_t ua_old = cache_rec_useless_after(&old->h), ua_new = cache_rec_useless_after(h);
     if (rc == 0 && ua_old != ua_new &&
-        (rc = index_time(c, txn, c->db_expiry, ua_old, old->h.id, keyhash, false)) == 0)
-        rc = index_time(c, txn, c->db_expiry, ua_new, old->h.id, keyhash, true);
+        (rc = index_time(txn, c->db_expiry, ua_old, old->h.id, keyhash, false)) == 0)
+        rc = index_time(txn, c->db_expiry, ua_new, old->h.id, keyhash, true);
     if (rc == 0 && old->h.access_time != h->access_time &&
-        (rc = index_time(c, txn, c->db_access, old->h.access_time, old->h.id, keyhash, false)) == 0)
-        rc = index_time(c, txn, c->db_access, h->access_time, old->h.id, keyhash, true);
+        (rc = index_time(txn, c->db_access, old->h.access_time, old->h.id, keyhash, false)) == 0)
+        rc = index_time(txn, c->db_access, h->access_time, old->h.id, keyhash, true);
     if (rc == 0)
         c->w_bytes = c->w_bytes - old->len + nb.len;
     buf_fini(&nb);

@@ -316,6 +316,48 @@ static void test_smuggling(void)
             "framing checked before Host");
 }
 
+/* Every position of a long value and a long target, so that both the 16-byte scans and their
+ * scalar tails meet each kind of byte. */
+static void test_byte_sweep(void)
+{
+    static const unsigned char bad_value[] = {0x00, 0x01, '\n', '\r', 0x1f, 0x7f};
+    static const unsigned char bad_target[] = {0x00, ' ', '\t', 0x7f, 0x80, 0xff};
+    char buf[256];
+    struct h1_request r;
+    int wrong = 0;
+    for (size_t pos = 0; pos < 40; pos++) {
+        for (size_t k = 0; k < sizeof(bad_value) + 2; k++) {
+            int n = snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: a\r\nX: ");
+            size_t vstart = (size_t)n;
+            memset(buf + vstart, 'v', 40);
+            unsigned char c = k < sizeof(bad_value)    ? bad_value[k]
+                              : k == sizeof(bad_value) ? '\t'
+                                                       : 0xe9;
+            buf[vstart + pos] = (char)c;
+            memcpy(buf + vstart + 40, "w\r\n\r\n", 5);
+            size_t len = vstart + 45;
+            int rc = parse_req_lim(buf, len, &r, &dflt);
+            bool good = k < sizeof(bad_value)
+                            ? (rc == H1_INVALID && r.err == H1_ERR_SYNTAX)
+                            : (rc == (int)len &&
+                               r.headers[1].value.len == (c == '\t' && pos == 0 ? 40u : 41u));
+            wrong += !good;
+        }
+        for (size_t k = 0; k < sizeof(bad_target) + 1; k++) {
+            memcpy(buf, "GET /", 5);
+            memset(buf + 5, 't', 40);
+            unsigned char c = k < sizeof(bad_target) ? bad_target[k] : '~';
+            buf[5 + pos] = (char)c;
+            memcpy(buf + 45, " HTTP/1.1\r\nHost: a\r\n\r\n", 22);
+            int rc = parse_req_lim(buf, 67, &r, &dflt);
+            bool good = k < sizeof(bad_target) ? (rc == H1_INVALID && r.err == H1_ERR_SYNTAX)
+                                               : (rc == 67 && r.target.len == 41);
+            wrong += !good;
+        }
+    }
+    ok(wrong == 0, "bad bytes refused and good bytes accepted at every position (%d wrong)", wrong);
+}
+
 static void test_limits(void)
 {
     struct h1_request r;
@@ -771,6 +813,7 @@ int main(void)
     test_valid_requests();
     test_request_errors();
     test_smuggling();
+    test_byte_sweep();
     test_limits();
     test_responses();
     test_chunked();

@@ -839,6 +839,8 @@ static int text_parse(struct builder *b, const char *file, const char *buf, size
         struct where w = {file, 0, NULL};
         return fail(b, &w, "file too large (more than %u bytes)", MAX_FILE_SIZE);
     }
+    if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0)
+        pos = 3; /* a UTF-8 byte order mark, as some editors write */
     while (pos < len) {
         const char *nl = memchr(buf + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - buf) : len;

@@ -87,6 +87,9 @@ static void test_defaults(void)
     is_int(c->sites[0].policy.heuristic_max, 86400, "defaults merged into the site");
     conf_free(&c);
     ok(c == NULL, "conf_free clears the pointer");
+    c = parse("\xef\xbb\xbf" SITE "workers 3");
+    ok(c != NULL && c->workers == 3, "byte order mark skipped, last line without newline");
+    conf_free(&c);
 }
 
 static void test_every_option(void)

@@ -6,7 +6,7 @@ unambiguous)."""
 
 import pytest
 
-from harness import RawConn, parse_responses, raw
+from harness import RawConn, parse_responses, raw, wait_for
 
 H = b"Host: localhost\r\n"
 
@@ -69,9 +69,11 @@ def test_malformed_request_refused(outpost, origin, data, statuses, reason):
     assert len(rs) == 1, "more than one response: %r" % res.data[:500]
     assert res.closed, "connection not closed after %d" % rs[0].status
     assert origin.total() == 0, "origin saw %r" % origin.requests()
-    assert outpost.metric("outpost_http_rejected_total") == before_all + 1
+    wait_for(lambda: outpost.metric("outpost_http_rejected_total") == before_all + 1, 5,
+             msg="outpost_http_rejected_total to count the refusal")
     if reason:
-        assert outpost.metric("outpost_http_rejected_total", {"reason": reason}) == before + 1
+        assert outpost.metric("outpost_http_rejected_total", {"reason": reason}) == before + 1, \
+            "not counted with reason=%s" % reason
 
 
 def test_te_gzip_chunked_never_reaches_origin(outpost, origin):

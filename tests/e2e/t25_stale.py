@@ -37,7 +37,6 @@ def test_stale_while_revalidate_serves_stale_and_revalidates_in_background(outpo
     # once the 304 has been applied the object is fresh again
     wait_for(lambda: curl(outpost.url("/swr"), http=proto).xcache == "HIT", 10,
              msg="HIT after the background revalidation")
-    assert origin.count("/swr") == 2
 
 
 def test_stale_while_revalidate_beyond_window(outpost, origin, proto):

@@ -10,6 +10,8 @@
 #   OUTPOSTD=build/outpostd     the daemon (default: $BUILD/outpostd, build-san/ when SAN is set)
 #   OUTPOST_ARGS="..."          extra arguments for the edge (e.g. "--workers 1 --set x=y")
 #   RUN_LOCAL_TIMEOUT=15        seconds to wait for each process to answer
+#   DEPS=0                      skip `scripts/deps.sh run` (python3 and curl for this script;
+#                               the Makefile's `deps` target only checks the build set)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,6 +41,9 @@ done
 if [ "$OUTPOST_PORT" = "$ORIGIN_PORT" ] || [ "$OUTPOST_PORT" = "$ADMIN_PORT" ] ||
     [ "$ORIGIN_PORT" = "$ADMIN_PORT" ]; then
     die "OUTPOST_PORT, ORIGIN_PORT and ADMIN_PORT must differ"
+fi
+if [ "${DEPS:-1}" = 1 ]; then
+    "$ROOT/scripts/deps.sh" run || die "scripts/deps.sh run failed"
 fi
 [ -x "$OUTPOSTD" ] || die "$OUTPOSTD not found: build it first (make run does)"
 [ -x "$PY" ] || die "$PY not found: scripts/deps.sh run installs python3"

@@ -25,7 +25,8 @@ _T_FILE = re.compile(r"^t\d\d_.*\.py$")
 
 
 def pytest_collect_file(file_path, parent):
-    if _T_FILE.match(file_path.name):
+    # a file named on the command line is collected by pytest itself
+    if _T_FILE.match(file_path.name) and not parent.session.isinitpath(file_path):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
 

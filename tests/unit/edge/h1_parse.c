@@ -792,20 +792,31 @@ static void test_timing(void)
         "\r\n";
     size_t len = strlen(req);
     struct h1_request r;
-    int n = 200000;
-    int sum = 0;
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    for (int i = 0; i < n; i++) {
-        r.headers = hdrs;
-        sum += h1_parse_request(req, len, &r, &dflt);
-        __asm__ __volatile__("" : : "r"(&r) : "memory");
+    /* best of many short batches: on a loaded machine the minimum is the figure that means
+     * something; the mean is printed too */
+    const int batches = 200;
+    const int per = 1000;
+    double best = 1e30;
+    double total = 0;
+    long sum = 0;
+    for (int b = 0; b < batches; b++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (int i = 0; i < per; i++) {
+            r.headers = hdrs;
+            sum += h1_parse_request(req, len, &r, &dflt);
+            __asm__ __volatile__("" : : "r"(&r) : "memory");
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ns = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec));
+        total += ns;
+        if (ns < best)
+            best = ns;
     }
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    double ns = ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / n;
-    ok(sum == n * (int)len, "timing loop parsed every request");
-    printf("# h1_parse_request: %zu-byte request, %.1f ns per parse (%.2f ns/byte)\n", len, ns,
-           ns / (double)len);
+    ok(sum == (long)batches * per * (long)len, "timing loop parsed every request");
+    printf("# h1_parse_request: %zu-byte request, best %.1f ns per parse (%.2f ns/byte), mean "
+           "%.1f ns\n",
+           len, best / per, best / per / (double)len, total / ((double)batches * per));
 }
 
 int main(void)

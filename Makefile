@@ -27,7 +27,7 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Werror
 OPT ?= -O2
-CFLAGS_ALL = -std=gnu11 -g $(OPT) -pthread -I. $(WARN) $(PKG_CFLAGS) $(BORINGSSL_CFLAGS) \
+CFLAGS_ALL = -std=gnu11 -D_GNU_SOURCE -g $(OPT) -pthread -I. $(WARN) $(PKG_CFLAGS) $(BORINGSSL_CFLAGS) \
 	-fno-strict-aliasing $(if $(SAN),-fsanitize=$(SAN) -fno-omit-frame-pointer,) $(CFLAGS)
 LDFLAGS_ALL = -pthread $(if $(SAN),-fsanitize=$(SAN),) $(LDFLAGS)
 LIBS_ALL = $(PKG_LIBS) $(BORINGSSL_LIBS) -lm
@@ -98,6 +98,9 @@ build/fuzz/%: tests/fuzz/%.c $(CORE_SRC)
 deps:
 	$(Q)if [ "$(DEPS)" = 1 ]; then ./scripts/deps.sh build; fi
 
+deps-run:
+	$(Q)if [ "$(DEPS)" = 1 ]; then ./scripts/deps.sh run; fi
+
 deps-test:
 	$(Q)if [ "$(DEPS)" = 1 ]; then ./scripts/deps.sh test; fi
 
@@ -119,7 +122,7 @@ test: deps-test
 	$(Q)$(MAKE) --no-print-directory fuzz-replay
 	$(Q)$(MAKE) --no-print-directory e2e
 
-run: deps
+run: deps-run
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)./scripts/run-local.sh
 

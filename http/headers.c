@@ -1,4 +1,5 @@
 /* http/headers.c: header list operations and field-value list iteration (see http.h). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "http/http.h"

@@ -1,0 +1,236 @@
+/*
+ * edge/edge.c: the node's lifecycle: worker threads with SO_REUSEPORT listeners, the control
+ * loop on the main thread (signals, admin API), the node clock and graceful shutdown.
+ *
+ * Each worker has its own event base and its own listening sockets on every `listen` address
+ * (SO_REUSEPORT: the kernel spreads connections), so accepting and serving take no lock.
+ * Bases are created with libevent's pthread locking enabled because one cross-thread event
+ * exists: a fetch on one worker wakes readers on another (request collapsing).
+ *
+ * Shutdown (SIGTERM/SIGINT): every worker stops accepting, closes idle keep-alive
+ * connections, lets in-flight exchanges finish for up to 10 s, then closes the rest; the
+ * main thread joins them and returns to main(), which closes the cache (draining its writer).
+ */
+#include <errno.h>
+#include <event2/thread.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "edge/edge_int.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+#define DRAIN_SECONDS 10
+
+int64_t edge_now(const struct edge *e)
+{
+    return (int64_t)time(NULL) + atomic_load_explicit(&e->clock_offset, memory_order_relaxed);
+}
+
+int64_t edge_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct worker *w = arg;
+    if (w->stopping) {
+        evutil_closesocket(fd);
+        return;
+    }
+    h1_conn_accept(w, fd, sa, salen);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+    log_ratelimited(LOG_WARN, "accept: %s", evutil_socket_error_to_string(err));
+}
+
+static int bind_listener(struct worker *w, const struct conf_addr *a, struct evconnlistener **out)
+{
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    if (evutil_parse_sockaddr_port(a->text, (struct sockaddr *)&ss, &sslen) != 0) {
+        log_msg(LOG_ERR, "listen %s: not a numeric address", a->text);
+        return -EINVAL;
+    }
+    struct evconnlistener *l = evconnlistener_new_bind(
+        w->base, accept_cb, w,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
+        1024, (struct sockaddr *)&ss, sslen);
+    if (l == NULL) {
+        int err = errno;
+        log_msg(LOG_ERR, "listen %s: %s", a->text, strerror(err));
+        return -(err ? err : EADDRINUSE);
+    }
+    evconnlistener_set_error_cb(l, accept_error_cb);
+    *out = l;
+    return 0;
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg);
+
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    w->stopping = true;
+    for (size_t i = 0; i < w->n_listeners; i++)
+        evconnlistener_disable(w->listeners[i]);
+    drain_cb(-1, 0, w);
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    static __thread int64_t deadline;
+    if (deadline == 0)
+        deadline = edge_mono_us() + (int64_t)DRAIN_SECONDS * 1000000;
+    size_t left = h1_conn_close_idle(w);
+    if (left == 0 || edge_mono_us() >= deadline) {
+        h1_conn_close_all(w);
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    struct timeval tv = {0, 50000};
+    event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, &tv);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "outpost-w%u", w->id);
+    pthread_setname_np(pthread_self(), name);
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int edge_create(struct edge **out, const struct config *cfg, struct cache *cache)
+{
+    static bool threads_ready;
+    if (!threads_ready) {
+        evthread_use_pthreads();
+        threads_ready = true;
+    }
+    struct edge *e = xcalloc(1, sizeof(*e));
+    e->cfg = cfg;
+    e->cache = cache;
+    e->start_time = (int64_t)time(NULL);
+    pthread_mutex_init(&e->log_lock, NULL);
+    fetch_table_init(e);
+    if (cfg->access_log) {
+        if (strcmp(cfg->access_log, "-") == 0) {
+            e->access_log = stdout;
+        } else {
+            e->access_log = fopen(cfg->access_log, "a");
+            if (e->access_log == NULL) {
+                int err = errno;
+                log_msg(LOG_ERR, "access_log %s: %s", cfg->access_log, strerror(err));
+                free(e);
+                return -err;
+            }
+        }
+        setvbuf(e->access_log, NULL, _IOLBF, 0);
+    }
+    e->n_workers = cfg->workers ? cfg->workers : 1;
+    e->workers = xcalloc(e->n_workers, sizeof(*e->workers));
+    for (size_t i = 0; i < e->n_workers; i++) {
+        struct worker *w = &e->workers[i];
+        w->id = (unsigned)i;
+        w->edge = e;
+        w->base = event_base_new();
+        if (w->base == NULL)
+            util_oom(0);
+        w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
+        w->listeners = xcalloc(cfg->n_listen, sizeof(*w->listeners));
+        for (size_t j = 0; j < cfg->n_listen; j++) {
+            int err = bind_listener(w, &cfg->listen[j], &w->listeners[j]);
+            if (err != 0) {
+                e->n_workers = i + 1;
+                w->n_listeners = j;
+                edge_destroy(&e);
+                return err;
+            }
+            w->n_listeners++;
+        }
+        upstream_pools_init(w);
+    }
+    *out = e;
+    return 0;
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct event_base *base = arg;
+    log_msg(LOG_INFO, "signal %d: stopping gracefully", (int)sig);
+    event_base_loopbreak(base);
+}
+
+int edge_run(struct edge *e)
+{
+    struct event_base *base = event_base_new();
+    signal(SIGPIPE, SIG_IGN);
+    struct event *sigterm = evsignal_new(base, SIGTERM, signal_cb, base);
+    struct event *sigint = evsignal_new(base, SIGINT, signal_cb, base);
+    event_add(sigterm, NULL);
+    event_add(sigint, NULL);
+    int err = 0;
+    if (e->cfg->admin_enabled) {
+        err = admin_start(e, base, &e->admin);
+        if (err != 0)
+            goto out;
+    }
+    for (size_t i = 0; i < e->n_workers; i++)
+        pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i]);
+    for (size_t i = 0; i < e->cfg->n_listen; i++)
+        log_msg(LOG_INFO, "listening on %s (%zu workers)", e->cfg->listen[i].text, e->n_workers);
+    event_base_dispatch(base);
+    for (size_t i = 0; i < e->n_workers; i++)
+        event_active(e->workers[i].stop_ev, EV_READ, 0);
+    for (size_t i = 0; i < e->n_workers; i++)
+        pthread_join(e->workers[i].thread, NULL);
+    log_msg(LOG_INFO, "all workers stopped");
+out:
+    if (e->admin)
+        admin_stop(&e->admin);
+    event_free(sigterm);
+    event_free(sigint);
+    event_base_free(base);
+    return err;
+}
+
+void edge_destroy(struct edge **ep)
+{
+    struct edge *e = *ep;
+    if (e == NULL)
+        return;
+    for (size_t i = 0; i < e->n_workers; i++) {
+        struct worker *w = &e->workers[i];
+        for (size_t j = 0; j < w->n_listeners; j++)
+            evconnlistener_free(w->listeners[j]);
+        free(w->listeners);
+        if (w->pools)
+            upstream_pools_fini(w);
+        if (w->stop_ev)
+            event_free(w->stop_ev);
+        if (w->base)
+            event_base_free(w->base);
+    }
+    free(e->workers);
+    if (e->access_log && e->access_log != stdout)
+        fclose(e->access_log);
+    fetch_table_fini(e);
+    pthread_mutex_destroy(&e->log_lock);
+    free(e);
+    *ep = NULL;
+}

@@ -1,0 +1,402 @@
+/*
+ * edge/edge_int.h: internals shared by the files of the edge module (edge/ and edge/h1/).
+ * No other module includes this header.
+ *
+ * Shape of a node:
+ *   struct edge      the node: config, cache, workers, admin listener, metrics, clock.
+ *   struct worker    one thread with its own event base and SO_REUSEPORT listeners; owns its
+ *                    client connections, exchanges, upstream connections and the fetches it
+ *                    started.
+ *   struct exchange  one request/response, protocol-neutral. A front end (edge/h1 today;
+ *                    h2 and h3 later) fills in the request, calls exchange_start(), and
+ *                    implements struct transport_ops to carry the response back with
+ *                    back-pressure. Everything in between (cache lookup, collapsing, upstream,
+ *                    response policy) is written once, in exchange.c and fetch.c.
+ *   struct fetch     one upstream request and its response body as it arrives. Refcounted;
+ *                    several exchanges (possibly on other workers: request collapsing) read
+ *                    from one fetch; the response is stored in the cache while it streams.
+ *   struct upstream  an HTTP/1.1 client connection to an origin server, pooled per worker.
+ *
+ * Threads: everything here belongs to one worker unless a field group says otherwise. The
+ * fetch is the only object shared between workers; its shared fields are under its lock.
+ */
+#ifndef OUTPOST_EDGE_INT_H
+#define OUTPOST_EDGE_INT_H
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cache/cache.h"
+#include "conf/conf.h"
+#include "edge/edge.h"
+#include "edge/h1/h1.h"
+#include "http/http.h"
+#include "lib/arena.h"
+#include "lib/buf.h"
+#include "lib/str.h"
+
+struct edge;
+struct worker;
+struct exchange;
+struct fetch;
+struct upstream;
+
+/* ---- metrics ----------------------------------------------------------------------------- */
+
+/* X-Cache values; also the `cache` label of outpost_requests_total. */
+enum xcache {
+    XCACHE_HIT = 0,
+    XCACHE_MISS = 1,
+    XCACHE_COLLAPSED = 2,
+    XCACHE_STALE = 3,
+    XCACHE_REVALIDATED = 4,
+    XCACHE_BYPASS = 5,
+    XCACHE_NONE = 6, /* rejected before the pipeline (bad request, admin) */
+    XCACHE_COUNT = 7,
+};
+const char *xcache_name(enum xcache c);
+
+/* Reasons a request is refused before it reaches the pipeline. */
+enum reject {
+    REJECT_SYNTAX = 0,
+    REJECT_SMUGGLING = 1,
+    REJECT_URI_TOO_LONG = 2,
+    REJECT_HEADERS_TOO_LARGE = 3,
+    REJECT_VERSION = 4,
+    REJECT_TE_UNSUPPORTED = 5,
+    REJECT_HOST = 6,
+    REJECT_METHOD = 7,
+    REJECT_BODY_TOO_LARGE = 8,
+    REJECT_HEADER_TIMEOUT = 9,
+    REJECT_TOO_MANY_CONNECTIONS = 10,
+    REJECT_EXPECTATION = 11,
+    REJECT_COUNT = 12,
+};
+const char *reject_name(enum reject r);
+
+enum upstream_err {
+    UPERR_CONNECT = 0,
+    UPERR_TIMEOUT = 1,
+    UPERR_RESET = 2,
+    UPERR_PROTOCOL = 3,
+    UPERR_COUNT = 4,
+};
+
+#define METRICS_STATUS_SLOTS 6 /* 1xx..5xx, other */
+#define METRICS_CODES 32
+#define METRICS_LAT_BUCKETS 12
+
+/* Per-worker counters: written by the owning worker only (relaxed atomics), summed by the
+ * admin thread at scrape time. */
+struct metrics {
+    /* owned by worker */
+    _Atomic uint64_t requests[XCACHE_COUNT][METRICS_CODES]; /* by tracked status code slot */
+    _Atomic uint64_t rejected[REJECT_COUNT];
+    _Atomic uint64_t hits;
+    _Atomic uint64_t misses;
+    _Atomic uint64_t upstream_requests;
+    _Atomic uint64_t upstream_errors[UPERR_COUNT];
+    _Atomic uint64_t upstream_lat[METRICS_LAT_BUCKETS + 1];
+    _Atomic uint64_t upstream_lat_sum_us;
+    _Atomic uint64_t upstream_lat_count;
+    _Atomic uint64_t connections_total;
+    _Atomic int64_t connections;
+    _Atomic uint64_t bytes_sent;
+    _Atomic uint64_t bytes_received;
+    _Atomic uint64_t store_skipped; /* cacheable but not stored (writer full, too big) */
+};
+
+#define METRIC_INC(w, field) atomic_fetch_add_explicit(&(w)->metrics.field, 1, memory_order_relaxed)
+#define METRIC_ADD(w, field, n)                                                                    \
+    atomic_fetch_add_explicit(&(w)->metrics.field, (n), memory_order_relaxed)
+
+void metrics_count_request(struct worker *w, enum xcache c, int status);
+void metrics_upstream_latency(struct worker *w, int64_t usec);
+/* Render every worker's counters, summed, in Prometheus text format. */
+void metrics_render(struct edge *e, struct buf *out);
+
+/* ---- node and workers -------------------------------------------------------------------- */
+
+struct worker {
+    unsigned id;
+    struct edge *edge;
+    pthread_t thread;
+    struct event_base *base;
+    struct evconnlistener **listeners;
+    size_t n_listeners;
+    struct event *stop_ev;       /* activated from the main thread to stop */
+    struct event *reap_ev;       /* deferred frees, end of loop iteration */
+    struct upstream_pool *pools; /* one per origin server of every site */
+    size_t n_pools;
+    struct metrics metrics;
+    struct h1_conn *conns;       /* open client connections (list, for shutdown) */
+    bool stopping;
+};
+
+struct edge {
+    const struct config *cfg;
+    struct cache *cache;
+    struct worker *workers;
+    size_t n_workers;
+    int64_t start_time;
+    _Atomic int64_t clock_offset; /* seconds; debug_api only */
+    _Atomic int64_t connections;  /* shared: all workers, for max_connections */
+    FILE *access_log;             /* shared: writes are single fwrite of a whole line + lock */
+    pthread_mutex_t log_lock;
+    struct admin *admin;
+    /* fetch table for request collapsing: shared, lock `fetch_lock` */
+    pthread_mutex_t fetch_lock;
+    struct fetch **fetch_tab;
+    size_t fetch_tab_size;
+    size_t fetch_count;
+    struct nocollapse *nocollapse; /* keys answered uncacheable recently: hit-for-miss */
+};
+
+/* The node's clock in seconds (real time + debug offset). */
+int64_t edge_now(const struct edge *e);
+/* Monotonic microseconds, for latencies. */
+int64_t edge_mono_us(void);
+
+/* ---- transports -------------------------------------------------------------------------- */
+
+/*
+ * What a front end implements to carry a response. All are called on the exchange's worker.
+ * The exchange calls send_head once, then send_body any number of times while
+ * body_space() > 0, then finish (or abort). When space frees up the transport calls
+ * exchange_on_writable(). Request bodies flow the other way: the transport calls
+ * exchange_on_req_body() as bytes arrive; the exchange calls pause_body()/resume_body().
+ */
+typedef void transport_send_head_fn(struct exchange *x);
+/* Moves every byte out of `data`. */
+typedef void transport_send_body_fn(struct exchange *x, struct evbuffer *data);
+typedef size_t transport_body_space_fn(struct exchange *x);
+typedef void transport_finish_fn(struct exchange *x);
+typedef void transport_abort_fn(struct exchange *x);
+typedef void transport_flow_fn(struct exchange *x);
+typedef void transport_continue_fn(struct exchange *x);
+
+struct transport_ops {
+    const char *name; /* "HTTP/1.1" */
+    transport_send_head_fn *send_head;
+    transport_send_body_fn *send_body;
+    transport_body_space_fn *body_space;
+    transport_finish_fn *finish;
+    transport_abort_fn *abort;
+    transport_flow_fn *pause_body;
+    transport_flow_fn *resume_body;
+    transport_continue_fn *send_continue; /* 100-continue, may be NULL */
+};
+
+/* ---- the exchange ------------------------------------------------------------------------ */
+
+enum xstate {
+    XS_NEW = 0,
+    XS_WAIT_FETCH = 1,  /* waiting for a fetch's response head */
+    XS_STREAM_FETCH = 2,/* streaming a fetch's body */
+    XS_STREAM_OBJ = 3,  /* streaming a stored object's body */
+    XS_DONE = 4,
+};
+
+struct exchange {
+    struct worker *w;
+    struct arena arena;
+    const struct transport_ops *ops;
+    void *transport;
+
+    /* request, filled by the front end */
+    struct str method;
+    struct str scheme;
+    struct str authority; /* lower-cased host[:port] */
+    struct str host;      /* authority without port */
+    struct str path;      /* path?query */
+    int http_minor;       /* HTTP/1.x clients: for the response line */
+    struct http_headers req;
+    bool req_has_body;
+    int64_t req_content_length; /* -1: chunked / unknown */
+    bool req_body_done;
+    bool expect_continue;
+    char client_addr[64];
+    int64_t t_start_us;
+
+    /* pipeline */
+    const struct conf_site *site;
+    bool is_get;
+    bool is_head;
+    struct str key;
+    struct http_cc req_cc;
+    enum xcache xcache;
+    enum xstate state;
+    struct cache_obj *obj;     /* stored object served or being revalidated */
+    bool obj_stale_ok_on_error;
+    struct fetch *fetch;       /* fetch read from */
+    struct fetch_reader *reader;
+    struct evbuffer *req_body; /* request body waiting for the upstream */
+
+    /* response, as sent */
+    int status;
+    struct http_headers resp;
+    int64_t resp_length;       /* Content-Length sent; -1 unknown (chunked/close) */
+    bool head_sent;
+    bool no_body;              /* HEAD, 304, 204 ... */
+    uint64_t body_sent;
+    uint64_t body_to_send;     /* for ranges/objects: remaining */
+    /* serving a stored object: the byte ranges still to send */
+    struct http_range ranges[16];
+    size_t n_ranges;
+    size_t range_idx;
+    uint64_t range_pos;
+    struct str boundary;
+    bool multipart;
+    int part_state;
+    struct http_headers *obj_headers; /* headers to serve the object with (304 refresh) */
+    char *chunk_mem;           /* the chunk of the object being sent */
+    size_t chunk_len;
+    uint32_t chunk_idx;        /* index loaded in chunk_mem; UINT32_MAX if none */
+    struct evbuffer *tmp;
+    char upstream_addr[80];
+    int64_t upstream_first_byte_us;
+    bool finished;
+};
+
+/* Start the pipeline once the request head is complete. */
+void exchange_start(struct exchange *x);
+/* Send a locally generated response (errors). */
+void exchange_respond_error(struct exchange *x, int status, const char *msg);
+/* The transport can take more body bytes. */
+void exchange_on_writable(struct exchange *x);
+/* Request body bytes from the client; eof after the last. */
+void exchange_on_req_body(struct exchange *x, struct evbuffer *data, bool eof);
+/* The upstream took the buffered request body: the client may send more. */
+void exchange_on_req_drain(struct exchange *x);
+/* The client went away: detach from everything, then the transport frees the exchange. */
+void exchange_on_client_gone(struct exchange *x);
+/* Free resources after finish/abort (the transport owns the memory). */
+void exchange_fini(struct exchange *x);
+void exchange_init(struct exchange *x, struct worker *w, const struct transport_ops *ops,
+                   void *transport);
+/* Write the access-log line for a completed exchange. */
+void exchange_log(struct exchange *x);
+
+/* ---- fetches: collapsing and streaming --------------------------------------------------- */
+
+enum fetch_state {
+    FS_CONNECTING = 0,
+    FS_HEAD = 1,    /* response head received; body streaming */
+    FS_DONE = 2,    /* body complete */
+    FS_FAILED = 3,  /* failed before or during the body */
+};
+
+/* What a reader sees of a fetch. */
+struct fetch_reader {
+    struct fetch *f;
+    struct exchange *x;
+    struct event *wake;       /* on the reader's worker */
+    uint64_t pos;             /* body bytes consumed */
+    struct fetch_reader *next;
+    bool waiting;   /* wants a wake-up on the next event of the fetch (under the fetch lock) */
+    bool initiator; /* the request that started the fetch: may use an unshareable answer */
+};
+
+struct fetch_params {
+    struct str key;               /* empty: private fetch, never shared nor stored */
+    struct exchange *x;           /* the request to send (method, headers, body) */
+    struct cache_obj *validate;   /* stored object to revalidate (conditional request) */
+    bool background;              /* no reader: a revalidation nobody waits for */
+    bool no_join;                 /* keyed (may be stored) but not joinable: hit-for-miss */
+    bool private_;                /* never shared nor stored (BYPASS); `key` only invalidates */
+    bool invalidate;              /* unsafe method: invalidate `key` after a success */
+};
+
+/* Find a shareable in-flight fetch for `key` and join it, or return NULL. */
+struct fetch *fetch_join(struct edge *e, struct str key, struct fetch_reader *r);
+/* Start a fetch on worker `w`; the caller's reader (if any) is attached. */
+struct fetch *fetch_start(struct worker *w, const struct fetch_params *p, struct fetch_reader *r);
+/* Detach a reader (its exchange is done or gone). */
+void fetch_reader_detach(struct fetch_reader *r);
+/* Copy up to `max` body bytes available at r->pos into `out`; returns bytes copied.
+ * *eof when everything was delivered; *failed if the fetch failed mid-body. */
+size_t fetch_read(struct fetch_reader *r, struct evbuffer *out, size_t max, bool *eof,
+                  bool *failed);
+/* Response head of a fetch in FS_HEAD/FS_DONE (immutable once set). */
+struct fetch_head {
+    int status;
+    struct http_headers headers; /* as received, hop-by-hop removed */
+    int64_t content_length;      /* -1 unknown */
+    struct cache_meta meta;
+    bool storing;                /* being stored: shareable */
+    bool shareable;              /* readers may use this response */
+    struct cache_obj *obj;       /* 304 revalidation: serve this stored object */
+    char upstream_addr[80];
+    int64_t first_byte_us;
+    bool timeout;                /* FS_FAILED because of a timeout (504, else 502) */
+};
+/* Forward request body bytes of a private fetch to its upstream. */
+void fetch_send_req_body(struct fetch *f, struct evbuffer *data, bool eof);
+/* Returns true while the upstream request body buffer is over its bound. */
+bool fetch_req_body_full(struct fetch *f);
+enum fetch_state fetch_get_state(struct fetch *f, const struct fetch_head **head);
+/* Tell the fetch that a reader made progress (memory may be released, origin resumed). */
+void fetch_reader_progress(struct fetch_reader *r);
+/* Stop collapsing onto `key` for a while (uncacheable answer). */
+void fetch_nocollapse_mark(struct edge *e, struct str key, int64_t until);
+bool fetch_nocollapse_check(struct edge *e, struct str key, int64_t now);
+/* Is a shareable fetch for `key` in flight? */
+bool fetch_in_flight(struct edge *e, struct str key);
+/* Atomically: if the fetch has not reached FS_HEAD yet, ask for a wake-up. Returns the state. */
+enum fetch_state fetch_reader_wait(struct fetch_reader *r);
+void fetch_table_init(struct edge *e);
+void fetch_table_fini(struct edge *e);
+
+/* ---- upstream client --------------------------------------------------------------------- */
+
+struct upstream_pool;
+
+/* Callbacks from an upstream connection to its fetch, on the fetch's worker. */
+struct upstream_cbs {
+    void (*on_head)(void *arg, const struct h1_response *resp, const char *buf);
+    void (*on_body)(void *arg, const char *data, size_t len);
+    void (*on_done)(void *arg);
+    void (*on_error)(void *arg, enum upstream_err err, bool any_byte_received);
+    void (*on_req_drain)(void *arg); /* request body buffer drained: send more */
+};
+
+struct upstream;
+/* Send a request head (already serialised in `head`) on a pooled or new connection to a
+ * server of `site`. Returns the connection, which calls back through `cbs`. */
+struct upstream *upstream_request(struct worker *w, const struct conf_site *site, int attempt,
+                                  struct evbuffer *head, bool head_request,
+                                  const struct upstream_cbs *cbs, void *arg);
+/* Append request body bytes; `eof` after the last. */
+void upstream_send_body(struct upstream *u, struct evbuffer *data, bool eof);
+size_t upstream_req_pending(struct upstream *u);
+/* Flow control of the response body. */
+void upstream_pause(struct upstream *u);
+void upstream_resume(struct upstream *u);
+/* The fetch no longer wants this connection (error or done early): close it. */
+void upstream_abandon(struct upstream *u);
+const char *upstream_addr(struct upstream *u);
+void upstream_pools_init(struct worker *w);
+void upstream_pools_fini(struct worker *w);
+
+/* ---- H1 front end ------------------------------------------------------------------------ */
+
+struct h1_conn;
+void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen);
+void h1_conn_close_all(struct worker *w);
+/* Close connections that wait for a request (graceful stop); returns how many remain. */
+size_t h1_conn_close_idle(struct worker *w);
+
+/* ---- admin ------------------------------------------------------------------------------- */
+
+struct admin;
+/* On the control thread's base. */
+int admin_start(struct edge *e, struct event_base *base, struct admin **out);
+void admin_stop(struct admin **a);
+
+#endif

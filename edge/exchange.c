@@ -1,0 +1,783 @@
+/*
+ * edge/exchange.c: the protocol-neutral request pipeline, written once for H1, H2 and H3.
+ *
+ * exchange_start() takes a parsed request and decides: site (by Host), cache key
+ * (authority + path?query), eligibility (GET/HEAD without request no-store; anything else is
+ * BYPASS), lookup, and then one of: serve the stored object (HIT, STALE under
+ * stale-while-revalidate or max-stale, with a background revalidation for the former), join
+ * an in-flight fetch of the same key (COLLAPSED), or start a fetch (MISS; conditional when a
+ * stale object with validators exists, REVALIDATED if the origin answers 304). Origin
+ * failures fall back to the stored object when stale-if-error allows it.
+ *
+ * Serving a stored object applies the client's conditionals (304/412) and ranges (206,
+ * multipart/byteranges, 416) here, so every protocol gets them. Response policy (Age, Via,
+ * X-Cache, Date) is applied in one function, response_headers(). HTTP status codes of the
+ * edge's own answers are chosen here and nowhere else.
+ *
+ * Runs on the exchange's worker. The transport owns the struct exchange's memory; fetch
+ * wake-ups arrive as events on this worker's base.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "edge/edge_int.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+#define READ_MAX (64 * 1024)
+
+static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may_join);
+static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_headers *headers,
+                      const struct cache_meta *meta);
+static void pump_fetch(struct exchange *x);
+static void pump_obj(struct exchange *x);
+static void on_fetch_head(struct exchange *x);
+
+static const char *const xcache_names[XCACHE_COUNT] = {"HIT",         "MISS",   "COLLAPSED",
+                                                       "STALE",       "REVALIDATED", "BYPASS",
+                                                       "NONE"};
+
+const char *xcache_name(enum xcache c)
+{
+    return xcache_names[c];
+}
+
+void exchange_init(struct exchange *x, struct worker *w, const struct transport_ops *ops,
+                   void *transport)
+{
+    memset(x, 0, sizeof(*x));
+    x->w = w;
+    x->ops = ops;
+    x->transport = transport;
+    arena_init(&x->arena, 0);
+    http_headers_init(&x->req);
+    http_headers_init(&x->resp);
+    x->t_start_us = edge_mono_us();
+    x->resp_length = -1;
+    x->xcache = XCACHE_NONE;
+    x->chunk_idx = UINT32_MAX;
+    x->upstream_first_byte_us = -1;
+}
+
+static void detach_fetch(struct exchange *x)
+{
+    if (x->reader) {
+        if (x->reader->f)
+            fetch_reader_detach(x->reader);
+        if (x->reader->wake) {
+            event_free(x->reader->wake);
+            x->reader->wake = NULL;
+        }
+        x->reader = NULL;
+    }
+    x->fetch = NULL;
+}
+
+void exchange_fini(struct exchange *x)
+{
+    detach_fetch(x);
+    if (x->obj)
+        cache_obj_unref(&x->obj);
+    if (x->obj_headers) {
+        http_headers_fini(x->obj_headers);
+        free(x->obj_headers);
+        x->obj_headers = NULL;
+    }
+    free(x->chunk_mem);
+    x->chunk_mem = NULL;
+    if (x->tmp)
+        evbuffer_free(x->tmp);
+    x->tmp = NULL;
+    if (x->req_body)
+        evbuffer_free(x->req_body);
+    x->req_body = NULL;
+    http_headers_fini(&x->req);
+    http_headers_fini(&x->resp);
+    arena_fini(&x->arena);
+}
+
+void exchange_on_client_gone(struct exchange *x)
+{
+    detach_fetch(x);
+    x->state = XS_DONE;
+}
+
+/* ---- response policy ---------------------------------------------------------------------- */
+
+static void add_hdr(struct exchange *x, const char *name, struct str value)
+{
+    http_headers_add(&x->resp, str_cstr(name), value);
+}
+
+/*
+ * Build x->resp from `src` (stored or upstream headers): drop fields we frame ourselves,
+ * set Age (age >= 0) or keep the upstream's (age < 0), add Date if missing, append Via, set
+ * X-Cache.
+ */
+static void response_headers(struct exchange *x, const struct http_headers *src, int64_t age,
+                             int64_t date_if_missing)
+{
+    const struct config *cfg = x->w->edge->cfg;
+    x->resp.n = 0;
+    bool have_date = false;
+    struct str via = STR_NULL;
+    for (size_t i = 0; i < src->n; i++) {
+        struct str n = src->v[i].name;
+        if (str_caseeq_cstr(n, "content-length") || str_caseeq_cstr(n, "transfer-encoding") ||
+            str_caseeq_cstr(n, "x-cache") || http_is_hop_by_hop(NULL, n))
+            continue;
+        if (age >= 0 && str_caseeq_cstr(n, "age"))
+            continue;
+        if (str_caseeq_cstr(n, "via")) {
+            via = src->v[i].value;
+            continue;
+        }
+        if (str_caseeq_cstr(n, "date"))
+            have_date = true;
+        http_headers_add(&x->resp, n, src->v[i].value);
+    }
+    if (!have_date) {
+        char *d = arena_alloc(&x->arena, HTTP_DATE_LEN + 1);
+        http_date_format(date_if_missing, d);
+        add_hdr(x, "Date", str_make(d, HTTP_DATE_LEN));
+    }
+    if (age >= 0)
+        add_hdr(x, "Age", arena_printf(&x->arena, "%lld", (long long)age));
+    if (via.len)
+        add_hdr(x, "Via", arena_printf(&x->arena, "%.*s, 1.1 %s (outpost)", (int)via.len, via.p,
+                                       cfg->node_name));
+    else
+        add_hdr(x, "Via", arena_printf(&x->arena, "1.1 %s (outpost)", cfg->node_name));
+    if (x->xcache != XCACHE_NONE)
+        add_hdr(x, "X-Cache", str_cstr(xcache_name(x->xcache)));
+}
+
+static void finish(struct exchange *x)
+{
+    x->state = XS_DONE;
+    detach_fetch(x);
+    x->ops->finish(x); /* may free or reuse *x: nothing after this */
+}
+
+static void abort_exchange(struct exchange *x)
+{
+    x->state = XS_DONE;
+    detach_fetch(x);
+    x->ops->abort(x);
+}
+
+void exchange_respond_error(struct exchange *x, int status, const char *msg)
+{
+    detach_fetch(x);
+    x->status = status;
+    x->resp.n = 0;
+    char *d = arena_alloc(&x->arena, HTTP_DATE_LEN + 1);
+    http_date_format(edge_now(x->w->edge), d);
+    add_hdr(x, "Date", str_make(d, HTTP_DATE_LEN));
+    add_hdr(x, "Content-Type", STR_LIT("text/plain; charset=utf-8"));
+    add_hdr(x, "Cache-Control", STR_LIT("no-store"));
+    if (x->xcache != XCACHE_NONE)
+        add_hdr(x, "X-Cache", str_cstr(xcache_name(x->xcache)));
+    struct str body = arena_printf(&x->arena, "%d %s\n", status, msg);
+    x->resp_length = (int64_t)body.len;
+    x->no_body = x->is_head;
+    x->ops->send_head(x);
+    x->head_sent = true;
+    if (!x->no_body) {
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add(b, body.p, body.len);
+        x->ops->send_body(x, b);
+        evbuffer_free(b);
+        x->body_sent = body.len;
+    }
+    finish(x);
+}
+
+/* ---- starting --------------------------------------------------------------------------- */
+
+static struct str host_of(struct str authority)
+{
+    if (authority.len && authority.p[0] == '[') {
+        long rb = str_chr(authority, ']');
+        return rb > 0 ? str_make(authority.p + 1, (size_t)rb - 1) : authority;
+    }
+    long c = str_chr(authority, ':');
+    return c >= 0 ? str_make(authority.p, (size_t)c) : authority;
+}
+
+static void reader_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct exchange *x = arg;
+    if (x->state == XS_WAIT_FETCH)
+        on_fetch_head(x);
+    else if (x->state == XS_STREAM_FETCH)
+        pump_fetch(x);
+}
+
+static void bypass(struct exchange *x, bool invalidate)
+{
+    x->xcache = XCACHE_BYPASS;
+    struct fetch_reader *r = arena_alloc(&x->arena, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->x = x;
+    r->wake = event_new(x->w->base, -1, 0, reader_wake_cb, x);
+    x->reader = r;
+    struct fetch_params p = {
+        .key = x->key,
+        .x = x,
+        .private_ = true,
+        .invalidate = invalidate,
+    };
+    x->fetch = fetch_start(x->w, &p, r);
+    x->state = XS_WAIT_FETCH;
+    if (x->req_body && evbuffer_get_length(x->req_body)) {
+        fetch_send_req_body(x->fetch, x->req_body, x->req_body_done);
+    } else if (x->req_body_done && x->req_has_body) {
+        fetch_send_req_body(x->fetch, NULL, true);
+    }
+}
+
+void exchange_start(struct exchange *x)
+{
+    struct edge *e = x->w->edge;
+    const struct config *cfg = e->cfg;
+    int64_t now = edge_now(e);
+    x->is_get = str_eq(x->method, STR_LIT("GET"));
+    x->is_head = str_eq(x->method, STR_LIT("HEAD"));
+    x->host = host_of(x->authority);
+    x->site = conf_site_find(cfg, x->host);
+    if (x->site == NULL) {
+        exchange_respond_error(x, 421, "no site is configured for this host");
+        return;
+    }
+    http_cc_parse(&x->req, "cache-control", &x->req_cc);
+    if (!x->req_cc.present && http_headers_has_token(&x->req, "pragma", "no-cache"))
+        x->req_cc.no_cache = true; /* RFC 9111 5.4: Pragma only without Cache-Control */
+    if (x->expect_continue && x->req_has_body && x->ops->send_continue)
+        x->ops->send_continue(x);
+    /* The key: authority without the default port, then path and query. */
+    struct str auth = x->authority;
+    if (auth.len > 3 && memcmp(auth.p + auth.len - 3, ":80", 3) == 0)
+        auth.len -= 3;
+    x->key = arena_printf(&x->arena, "%.*s%.*s", (int)auth.len, auth.p, (int)x->path.len,
+                          x->path.p);
+    if (!x->is_get && !x->is_head) {
+        bypass(x, true);
+        return;
+    }
+    if (x->req_cc.no_store || x->req_has_body || x->key.len > CACHE_KEY_MAX) {
+        bypass(x, false);
+        return;
+    }
+    struct cache_obj *obj = NULL;
+    int err = cache_lookup(e->cache, x->key, &x->req, now, &obj);
+    if (err == 0) {
+        enum cache_decision d = cache_policy_decide(&obj->meta, &x->req_cc, now);
+        switch (d) {
+        case CACHE_USE_FRESH: {
+            int64_t age = cache_policy_age(&obj->meta, now);
+            bool stale = (obj->meta.flags & CACHE_F_STALE) || age >= obj->meta.freshness_lifetime;
+            x->xcache = stale ? XCACHE_STALE : XCACHE_HIT;
+            serve_obj(x, obj, NULL, NULL);
+            return;
+        }
+        case CACHE_USE_STALE_REVALIDATE:
+            if (!fetch_in_flight(e, x->key)) {
+                struct fetch_params p = {
+                    .key = x->key, .x = x, .validate = obj, .background = true};
+                fetch_start(x->w, &p, NULL);
+            }
+            x->xcache = XCACHE_STALE;
+            serve_obj(x, obj, NULL, NULL);
+            return;
+        case CACHE_REVALIDATE:
+            if (x->req_cc.only_if_cached) {
+                cache_obj_unref(&obj);
+                exchange_respond_error(x, 504, "not cached (only-if-cached)");
+                return;
+            }
+            x->obj = obj;
+            start_fetch(x, obj, true);
+            return;
+        case CACHE_MISS:
+        default:
+            cache_obj_unref(&obj);
+            break;
+        }
+    }
+    if (x->req_cc.only_if_cached) {
+        exchange_respond_error(x, 504, "not cached (only-if-cached)");
+        return;
+    }
+    start_fetch(x, NULL, true);
+}
+
+static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may_join)
+{
+    struct edge *e = x->w->edge;
+    int64_t now = edge_now(e);
+    struct fetch_reader *r = x->reader;
+    if (r == NULL) {
+        r = arena_alloc(&x->arena, sizeof(*r));
+        memset(r, 0, sizeof(*r));
+        r->x = x;
+        r->wake = event_new(x->w->base, -1, 0, reader_wake_cb, x);
+        x->reader = r;
+    }
+    bool nocollapse = fetch_nocollapse_check(e, x->key, now);
+    struct fetch *f = NULL;
+    if (may_join && !nocollapse)
+        f = fetch_join(e, x->key, r);
+    if (f) {
+        x->xcache = XCACHE_COLLAPSED;
+    } else {
+        x->xcache = XCACHE_MISS;
+        struct fetch_params p = {
+            .key = x->key,
+            .x = x,
+            .validate = validate,
+            .no_join = nocollapse || !may_join,
+        };
+        f = fetch_start(x->w, &p, r);
+    }
+    x->fetch = f;
+    x->state = XS_WAIT_FETCH;
+    if (fetch_reader_wait(r) != FS_CONNECTING)
+        on_fetch_head(x);
+}
+
+/* ---- streaming a fetch -------------------------------------------------------------------- */
+
+static bool client_has_conditionals(const struct exchange *x)
+{
+    return http_headers_get(&x->req, "if-none-match") ||
+           http_headers_get(&x->req, "if-modified-since") || http_headers_get(&x->req, "if-match") ||
+           http_headers_get(&x->req, "if-unmodified-since");
+}
+
+static void serve_stale_or_error(struct exchange *x, int status, const char *msg)
+{
+    int64_t now = edge_now(x->w->edge);
+    if (x->obj && cache_policy_stale_on_error(&x->obj->meta, &x->req_cc, now)) {
+        struct cache_obj *o = x->obj;
+        x->obj = NULL;
+        detach_fetch(x);
+        x->xcache = XCACHE_STALE;
+        serve_obj(x, o, NULL, NULL);
+        return;
+    }
+    exchange_respond_error(x, status, msg);
+}
+
+static void on_fetch_head(struct exchange *x)
+{
+    const struct fetch_head *h;
+    enum fetch_state st = fetch_get_state(x->fetch, &h);
+    if (st == FS_CONNECTING) {
+        if (fetch_reader_wait(x->reader) == FS_CONNECTING)
+            return;
+        st = fetch_get_state(x->fetch, &h);
+    }
+    if (st == FS_FAILED && h->status == 0) {
+        serve_stale_or_error(x, h->timeout ? 504 : 502,
+                             h->timeout ? "upstream timed out" : "upstream unavailable");
+        return;
+    }
+    snprintf(x->upstream_addr, sizeof(x->upstream_addr), "%s", h->upstream_addr);
+    x->upstream_first_byte_us = h->first_byte_us;
+    if (!h->shareable && !x->reader->initiator) {
+        /* Not for us: the answer to someone else's request was private. Ask ourselves. */
+        detach_fetch(x);
+        start_fetch(x, NULL, false);
+        return;
+    }
+    if (h->status >= 500 && x->obj && x->xcache != XCACHE_BYPASS &&
+        cache_policy_stale_on_error(&x->obj->meta, &x->req_cc, edge_now(x->w->edge))) {
+        serve_stale_or_error(x, h->status, "upstream error");
+        return;
+    }
+    int64_t now = edge_now(x->w->edge);
+    if (h->obj) {
+        /* 304 to our revalidation: serve the stored body with the refreshed headers. */
+        struct http_headers *hh = xcalloc(1, sizeof(*hh));
+        http_headers_init(hh);
+        for (size_t i = 0; i < h->headers.n; i++)
+            http_headers_add(hh, arena_strdup(&x->arena, h->headers.v[i].name),
+                             arena_strdup(&x->arena, h->headers.v[i].value));
+        struct cache_meta meta = h->meta;
+        struct cache_obj *o = h->obj;
+        cache_obj_ref(o);
+        if (x->xcache != XCACHE_COLLAPSED)
+            x->xcache = XCACHE_REVALIDATED;
+        detach_fetch(x);
+        if (x->obj)
+            cache_obj_unref(&x->obj);
+        serve_obj(x, o, hh, &meta);
+        return;
+    }
+    if (x->obj)
+        cache_obj_unref(&x->obj); /* a new representation replaces the stale one */
+    /* Copy the head: it belongs to the fetch. */
+    struct http_headers src;
+    http_headers_init(&src);
+    for (size_t i = 0; i < h->headers.n; i++)
+        http_headers_add(&src, arena_strdup(&x->arena, h->headers.v[i].name),
+                         arena_strdup(&x->arena, h->headers.v[i].value));
+    x->status = h->status;
+    bool shared = h->shareable;
+    int64_t age = shared ? cache_policy_age(&h->meta, now) : -1;
+    response_headers(x, &src, age, now);
+    x->resp_length = h->content_length;
+    x->no_body = x->is_head;
+    if (shared && x->status == 200 && client_has_conditionals(x)) {
+        const struct http_header *et = http_headers_get(&src, "etag");
+        enum http_cond_result c = http_cond_evaluate(&x->req, et ? et->value : STR_NULL,
+                                                     h->meta.last_modified, true);
+        if (c == HTTP_COND_NOT_MODIFIED) {
+            x->status = 304;
+            x->no_body = true;
+            x->resp_length = -1;
+        } else if (c == HTTP_COND_FAILED) {
+            http_headers_fini(&src);
+            exchange_respond_error(x, 412, "precondition failed");
+            return;
+        }
+    }
+    http_headers_fini(&src);
+    if (x->status == 304 || x->status == 204 || (x->status >= 100 && x->status < 200)) {
+        x->no_body = true;
+        x->resp_length = -1;
+    }
+    x->ops->send_head(x);
+    x->head_sent = true;
+    if (x->no_body) {
+        finish(x);
+        return;
+    }
+    x->state = XS_STREAM_FETCH;
+    pump_fetch(x);
+}
+
+static void pump_fetch(struct exchange *x)
+{
+    if (x->tmp == NULL)
+        x->tmp = evbuffer_new();
+    for (;;) {
+        size_t space = x->ops->body_space(x);
+        if (space == 0)
+            return; /* exchange_on_writable() resumes */
+        bool eof = false, failed = false;
+        size_t n = fetch_read(x->reader, x->tmp, space < READ_MAX ? space : READ_MAX, &eof,
+                              &failed);
+        if (n) {
+            x->body_sent += n;
+            x->ops->send_body(x, x->tmp);
+            fetch_reader_progress(x->reader);
+        }
+        if (failed) {
+            abort_exchange(x);
+            return;
+        }
+        if (eof) {
+            finish(x);
+            return;
+        }
+        if (n == 0)
+            return; /* the fetch wakes us */
+    }
+}
+
+void exchange_on_writable(struct exchange *x)
+{
+    if (x->state == XS_STREAM_FETCH)
+        pump_fetch(x);
+    else if (x->state == XS_STREAM_OBJ)
+        pump_obj(x);
+}
+
+void exchange_on_req_body(struct exchange *x, struct evbuffer *data, bool eof)
+{
+    if (eof)
+        x->req_body_done = true;
+    if (x->fetch && x->xcache == XCACHE_BYPASS) {
+        fetch_send_req_body(x->fetch, data, eof);
+        if (!eof && fetch_req_body_full(x->fetch))
+            x->ops->pause_body(x);
+        return;
+    }
+    /* A body nobody will forward (answered from the cache, or an error): discard. */
+    evbuffer_drain(data, evbuffer_get_length(data));
+}
+
+void exchange_on_req_drain(struct exchange *x)
+{
+    if (!x->req_body_done)
+        x->ops->resume_body(x);
+}
+
+/* ---- serving a stored object -------------------------------------------------------------- */
+
+static const char *const not_modified_fields[] = {"cache-control", "content-location", "date",
+                                                  "etag",          "expires",          "vary"};
+
+static void serve_not_modified(struct exchange *x, const struct http_headers *src, int64_t age,
+                               int64_t now)
+{
+    struct http_headers keep;
+    http_headers_init(&keep);
+    bool has_etag = http_headers_get(src, "etag") != NULL;
+    for (size_t i = 0; i < src->n; i++) {
+        struct str n = src->v[i].name;
+        bool ok = false;
+        for (size_t k = 0; k < ARRAY_SIZE(not_modified_fields); k++)
+            if (str_caseeq_cstr(n, not_modified_fields[k]))
+                ok = true;
+        if (!has_etag && str_caseeq_cstr(n, "last-modified"))
+            ok = true; /* RFC 9110 15.4.5: useful when there is no ETag */
+        if (ok)
+            http_headers_add(&keep, n, src->v[i].value);
+    }
+    x->status = 304;
+    response_headers(x, &keep, age, now);
+    http_headers_fini(&keep);
+    x->no_body = true;
+    x->resp_length = -1;
+    x->ops->send_head(x);
+    x->head_sent = true;
+    finish(x);
+}
+
+static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_headers *headers,
+                      const struct cache_meta *meta)
+{
+    int64_t now = edge_now(x->w->edge);
+    if (x->obj && x->obj != obj)
+        cache_obj_unref(&x->obj);
+    x->obj = obj;
+    x->obj_headers = headers;
+    const struct http_headers *src = headers ? headers : &obj->headers;
+    const struct cache_meta *m = meta ? meta : &obj->meta;
+    int64_t age = cache_policy_age(m, now);
+    const struct http_header *et = http_headers_get(src, "etag");
+    enum http_cond_result c = http_cond_evaluate(&x->req, et ? et->value : STR_NULL,
+                                                 m->last_modified, x->is_get || x->is_head);
+    if (c == HTTP_COND_NOT_MODIFIED && obj->status == 200) {
+        serve_not_modified(x, src, age, now);
+        return;
+    }
+    if (c == HTTP_COND_FAILED) {
+        exchange_respond_error(x, 412, "precondition failed");
+        return;
+    }
+    x->status = obj->status;
+    uint64_t len = obj->body_len;
+    x->n_ranges = 0;
+    x->multipart = false;
+    const struct http_header *rh = http_headers_get(&x->req, "range");
+    const struct http_header *ir = http_headers_get(&x->req, "if-range");
+    if (rh && x->is_get && obj->status == 200 &&
+        (ir == NULL || http_if_range_ok(ir->value, et ? et->value : STR_NULL, m->last_modified))) {
+        size_t n = 0;
+        enum http_range_result rr =
+            http_range_parse(rh->value, len, x->ranges, ARRAY_SIZE(x->ranges), &n);
+        if (rr == HTTP_RANGE_UNSATISFIABLE) {
+            x->status = 416;
+            response_headers(x, src, age, now);
+            http_headers_remove(&x->resp, "content-type");
+            http_headers_remove(&x->resp, "content-range");
+            add_hdr(x, "Content-Range", arena_printf(&x->arena, "bytes */%llu",
+                                                     (unsigned long long)len));
+            x->resp_length = 0;
+            x->no_body = true;
+            x->ops->send_head(x);
+            x->head_sent = true;
+            finish(x);
+            return;
+        }
+        if (rr == HTTP_RANGE_OK && n > 0)
+            x->n_ranges = n;
+    }
+    response_headers(x, src, age, now);
+    if (x->n_ranges == 1) {
+        x->status = 206;
+        add_hdr(x, "Content-Range",
+                arena_printf(&x->arena, "bytes %llu-%llu/%llu",
+                             (unsigned long long)x->ranges[0].first,
+                             (unsigned long long)x->ranges[0].last, (unsigned long long)len));
+        x->resp_length = (int64_t)(x->ranges[0].last - x->ranges[0].first + 1);
+    } else if (x->n_ranges > 1) {
+        x->status = 206;
+        x->multipart = true;
+        const struct http_header *ct = http_headers_get(src, "content-type");
+        x->boundary = arena_printf(&x->arena, "outpost%016llx%08x",
+                                   (unsigned long long)obj->id, (unsigned)x->body_sent ^ 0x5bd1e995u);
+        int64_t total = 0;
+        for (size_t i = 0; i < x->n_ranges; i++) {
+            struct str ph = arena_printf(
+                &x->arena, "\r\n--%.*s\r\n%s%.*s%sContent-Range: bytes %llu-%llu/%llu\r\n\r\n",
+                (int)x->boundary.len, x->boundary.p, ct ? "Content-Type: " : "",
+                ct ? (int)ct->value.len : 0, ct ? ct->value.p : "", ct ? "\r\n" : "",
+                (unsigned long long)x->ranges[i].first, (unsigned long long)x->ranges[i].last,
+                (unsigned long long)len);
+            total += (int64_t)ph.len + (int64_t)(x->ranges[i].last - x->ranges[i].first + 1);
+        }
+        total += (int64_t)x->boundary.len + 8; /* "\r\n--" B "--\r\n" */
+        http_headers_remove(&x->resp, "content-type");
+        add_hdr(x, "Content-Type", arena_printf(&x->arena, "multipart/byteranges; boundary=%.*s",
+                                                (int)x->boundary.len, x->boundary.p));
+        x->resp_length = total;
+    } else {
+        if (len > 0) {
+            x->ranges[0].first = 0;
+            x->ranges[0].last = len - 1;
+            x->n_ranges = 1;
+        }
+        x->resp_length = (int64_t)len;
+        if (x->status == 304 || x->status == 204)
+            x->resp_length = -1;
+    }
+    x->no_body = x->is_head || x->status == 204 || x->status == 304;
+    x->ops->send_head(x);
+    x->head_sent = true;
+    if (x->no_body || x->n_ranges == 0) {
+        finish(x);
+        return;
+    }
+    x->range_idx = 0;
+    x->range_pos = x->ranges[0].first;
+    x->part_state = 0;
+    x->state = XS_STREAM_OBJ;
+    pump_obj(x);
+}
+
+struct chunk_copy {
+    struct exchange *x;
+};
+
+static void chunk_copy_sink(void *arg, const void *data, size_t len)
+{
+    struct exchange *x = arg;
+    if (x->chunk_mem == NULL)
+        x->chunk_mem = xmalloc(CACHE_CHUNK_SIZE);
+    if (len > CACHE_CHUNK_SIZE)
+        len = CACHE_CHUNK_SIZE;
+    memcpy(x->chunk_mem, data, len);
+    x->chunk_len = len;
+}
+
+static void pump_obj(struct exchange *x)
+{
+    struct cache_obj *o = x->obj;
+    if (x->tmp == NULL)
+        x->tmp = evbuffer_new();
+    const struct http_header *ct = NULL;
+    for (;;) {
+        size_t space = x->ops->body_space(x);
+        if (space == 0)
+            return;
+        if (x->range_idx >= x->n_ranges) {
+            if (x->multipart)
+                evbuffer_add_printf(x->tmp, "\r\n--%.*s--\r\n", (int)x->boundary.len,
+                                    x->boundary.p);
+            if (evbuffer_get_length(x->tmp))
+                x->ops->send_body(x, x->tmp);
+            finish(x);
+            return;
+        }
+        struct http_range *r = &x->ranges[x->range_idx];
+        if (x->multipart && x->part_state == 0) {
+            if (ct == NULL)
+                ct = http_headers_get(x->obj_headers ? x->obj_headers : &o->headers,
+                                      "content-type");
+            evbuffer_add_printf(x->tmp, "\r\n--%.*s\r\n", (int)x->boundary.len, x->boundary.p);
+            if (ct)
+                evbuffer_add_printf(x->tmp, "Content-Type: %.*s\r\n", (int)ct->value.len,
+                                    ct->value.p);
+            evbuffer_add_printf(x->tmp, "Content-Range: bytes %llu-%llu/%llu\r\n\r\n",
+                                (unsigned long long)r->first, (unsigned long long)r->last,
+                                (unsigned long long)o->body_len);
+            x->part_state = 1;
+        }
+        uint64_t want = r->last - x->range_pos + 1;
+        if (want > space)
+            want = space;
+        if (want > READ_MAX)
+            want = READ_MAX;
+        if (o->n_chunks == 0) {
+            evbuffer_add(x->tmp, o->body.p + x->range_pos, (size_t)want);
+        } else {
+            uint32_t ci = (uint32_t)(x->range_pos / CACHE_CHUNK_SIZE);
+            size_t off = (size_t)(x->range_pos % CACHE_CHUNK_SIZE);
+            if (x->chunk_idx != ci) {
+                x->chunk_len = 0;
+                int err = cache_chunk_read(x->w->edge->cache, o->id, ci, chunk_copy_sink, x);
+                if (err != 0 || x->chunk_len <= off) {
+                    log_ratelimited(LOG_WARN, "cache: object %llu chunk %u unreadable (%s)",
+                                    (unsigned long long)o->id, ci, op_strerror(err));
+                    if (!x->head_sent)
+                        exchange_respond_error(x, 503, "cache read failed");
+                    else
+                        abort_exchange(x);
+                    return;
+                }
+                x->chunk_idx = ci;
+            }
+            if (want > x->chunk_len - off)
+                want = x->chunk_len - off;
+            evbuffer_add(x->tmp, x->chunk_mem + off, (size_t)want);
+        }
+        x->range_pos += want;
+        x->body_sent += want;
+        if (x->range_pos > r->last) {
+            x->range_idx++;
+            x->part_state = 0;
+            if (x->range_idx < x->n_ranges)
+                x->range_pos = x->ranges[x->range_idx].first;
+            continue; /* the closing boundary or the next part goes in the same write */
+        }
+        x->ops->send_body(x, x->tmp);
+    }
+}
+
+/* ---- access log --------------------------------------------------------------------------- */
+
+void exchange_log(struct exchange *x)
+{
+    struct edge *e = x->w->edge;
+    metrics_count_request(x->w, x->xcache, x->status);
+    if (e->access_log == NULL)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    double total_ms = (double)(edge_mono_us() - x->t_start_us) / 1000.0;
+    char fb[32];
+    if (x->upstream_first_byte_us >= 0)
+        snprintf(fb, sizeof(fb), "%.3f", (double)x->upstream_first_byte_us / 1000.0);
+    else
+        snprintf(fb, sizeof(fb), "-");
+    char line[2048];
+    int n = snprintf(line, sizeof(line),
+                     "%s.%03ldZ %s \"%.*s %.*s HTTP/1.%d\" %d %llu %s %s %.3f %s \"%.*s\"\n", when,
+                     ts.tv_nsec / 1000000, x->client_addr[0] ? x->client_addr : "-",
+                     x->method.len ? (int)x->method.len : 1, x->method.len ? x->method.p : "-",
+                     x->path.len ? (int)(x->path.len > 1024 ? 1024 : x->path.len) : 1,
+                     x->path.len ? x->path.p : "-", x->http_minor, x->status,
+                     (unsigned long long)x->body_sent,
+                     x->xcache == XCACHE_NONE ? "-" : xcache_name(x->xcache),
+                     x->upstream_addr[0] ? x->upstream_addr : "-", total_ms, fb,
+                     x->host.len ? (int)x->host.len : 1, x->host.len ? x->host.p : "-");
+    if (n <= 0)
+        return;
+    if ((size_t)n >= sizeof(line))
+        n = sizeof(line) - 1;
+    pthread_mutex_lock(&e->log_lock);
+    fwrite(line, 1, (size_t)n, e->access_log);
+    pthread_mutex_unlock(&e->log_lock);
+}

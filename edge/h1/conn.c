@@ -1,0 +1,702 @@
+/*
+ * edge/h1/conn.c: the HTTP/1.1 front end. One struct h1_conn per client connection, owned by
+ * the worker that accepted it, driven by a libevent bufferevent.
+ *
+ * A connection carries one exchange at a time; pipelined requests wait in the input buffer
+ * (reading is paused while it holds more than a head's worth) and are parsed when the current
+ * response is finished, so responses leave in request order. The request head is parsed by
+ * the pure parser in parse.c, copied into the exchange's arena, and handed to the pipeline
+ * (exchange.c). Request bodies are de-framed here (Content-Length or chunked) and streamed to
+ * the exchange; responses are framed here (Content-Length, chunked, or close-delimited for
+ * HTTP/1.0).
+ *
+ * Timers: one per connection. idle_timeout while waiting for a new request, header_timeout
+ * from the first byte of a head until it is complete (slowloris), body_timeout between
+ * request body reads; send_timeout is the bufferevent's write timeout.
+ * Errors found by the parser answer with the status the exchange maps them to and close the
+ * connection (RFC 9112: after a framing error the stream cannot be trusted).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "edge/edge_int.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+#define OUT_HIGH (256 * 1024) /* response bytes buffered before back-pressure */
+#define OUT_LOW (64 * 1024)
+#define REQ_BODY_BUFFER (1024 * 1024)
+
+enum timer_kind {
+    T_NONE = 0,
+    T_IDLE = 1,
+    T_HEADER = 2,
+    T_BODY = 3,
+};
+
+struct h1_conn {
+    struct worker *w;
+    struct bufferevent *bev;
+    struct h1_conn *prev;
+    struct h1_conn *next;
+    char peer[64];
+    struct http_header *hdrs;
+    struct exchange x;
+    bool x_active;
+    bool keep_alive;
+    bool closing;     /* close once the output is flushed */
+    bool closed;
+    /* request body de-framing */
+    bool reading_body;
+    enum h1_body body;
+    uint64_t body_left;
+    uint64_t body_total;
+    struct h1_chunked chunked;
+    bool body_paused;
+    /* response framing */
+    bool resp_chunked;
+    bool resp_close_delimited;
+    struct event *timer;
+    enum timer_kind timer_kind;
+    bool in_read; /* re-entrancy guard */
+};
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_process(struct h1_conn *c);
+static void conn_free(struct h1_conn *c);
+
+static const struct transport_ops h1_ops;
+
+static void timer_set(struct h1_conn *c, enum timer_kind kind, int64_t ms)
+{
+    c->timer_kind = kind;
+    if (kind == T_NONE || ms <= 0) {
+        evtimer_del(c->timer);
+        return;
+    }
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(c->timer, &tv);
+}
+
+static void conn_close_now(struct h1_conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    if (c->x_active) {
+        exchange_on_client_gone(&c->x);
+        exchange_fini(&c->x);
+        c->x_active = false;
+    }
+    conn_free(c);
+}
+
+/* Close once everything queued has been written. */
+static void conn_close_after_flush(struct h1_conn *c)
+{
+    c->closing = true;
+    c->keep_alive = false;
+    bufferevent_disable(c->bev, EV_READ);
+    timer_set(c, T_NONE, 0);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_close_now(c);
+    else
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_conn *c = arg;
+    struct worker *w = c->w;
+    switch (c->timer_kind) {
+    case T_IDLE:
+        conn_close_now(c);
+        break;
+    case T_HEADER:
+        METRIC_INC(w, rejected[REJECT_HEADER_TIMEOUT]);
+        if (!c->x_active) {
+            /* answer 408 with a throwaway exchange so the response is framed once */
+            exchange_init(&c->x, w, &h1_ops, c);
+            c->x_active = true;
+            c->x.http_minor = 1;
+            c->keep_alive = false;
+            exchange_respond_error(&c->x, 408, "request header timeout");
+        } else {
+            conn_close_now(c);
+        }
+        break;
+    case T_BODY:
+        /* The client stopped sending its body: nothing sensible can follow. */
+        if (c->x_active && !c->x.head_sent) {
+            c->keep_alive = false;
+            c->reading_body = false;
+            exchange_respond_error(&c->x, 408, "request body timeout");
+        } else {
+            conn_close_now(c);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+{
+    struct edge *e = w->edge;
+    const struct config *cfg = e->cfg;
+    int64_t n = atomic_fetch_add(&e->connections, 1) + 1;
+    if ((uint64_t)n > cfg->max_connections) {
+        atomic_fetch_sub(&e->connections, 1);
+        METRIC_INC(w, rejected[REJECT_TOO_MANY_CONNECTIONS]);
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                   "Connection: close\r\nRetry-After: 1\r\n\r\n";
+        ssize_t wr = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)wr;
+        evutil_closesocket(fd);
+        return;
+    }
+    struct h1_conn *c = xcalloc(1, sizeof(*c));
+    c->w = w;
+    c->hdrs = xcalloc(cfg->max_headers, sizeof(*c->hdrs));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+        port = ntohs(s4->sin_port);
+        snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+        port = ntohs(s6->sin6_port);
+        snprintf(c->peer, sizeof(c->peer), "[%s]:%d", host, port);
+    }
+    (void)salen;
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(w->base, conn_timer_cb, c);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+    struct timeval st = {(time_t)(cfg->send_timeout_ms / 1000),
+                         (suseconds_t)((cfg->send_timeout_ms % 1000) * 1000)};
+    bufferevent_set_timeouts(c->bev, NULL, &st);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->keep_alive = true;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    METRIC_INC(w, connections_total);
+    METRIC_ADD(w, connections, 1);
+    timer_set(c, T_HEADER, cfg->header_timeout_ms);
+}
+
+static void conn_free(struct h1_conn *c)
+{
+    struct worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (w->conns == c)
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    event_free(c->timer);
+    bufferevent_free(c->bev);
+    free(c->hdrs);
+    atomic_fetch_sub(&w->edge->connections, 1);
+    METRIC_ADD(w, connections, -1);
+    free(c);
+}
+
+void h1_conn_close_all(struct worker *w)
+{
+    while (w->conns)
+        conn_close_now(w->conns);
+}
+
+size_t h1_conn_close_idle(struct worker *w)
+{
+    size_t left = 0;
+    struct h1_conn *c = w->conns;
+    while (c) {
+        struct h1_conn *next = c->next;
+        if (!c->x_active && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+            conn_close_now(c);
+        else
+            left++;
+        c = next;
+    }
+    return left;
+}
+
+static enum reject reject_of(enum h1_error err, int *status)
+{
+    switch (err) {
+    case H1_ERR_URI_TOO_LONG:
+        *status = 414;
+        return REJECT_URI_TOO_LONG;
+    case H1_ERR_HEADERS_TOO_LARGE:
+        *status = 431;
+        return REJECT_HEADERS_TOO_LARGE;
+    case H1_ERR_VERSION:
+        *status = 505;
+        return REJECT_VERSION;
+    case H1_ERR_TE_UNSUPPORTED:
+        *status = 501;
+        return REJECT_TE_UNSUPPORTED;
+    case H1_ERR_SMUGGLING:
+        *status = 400;
+        return REJECT_SMUGGLING;
+    case H1_ERR_HOST:
+        *status = 400;
+        return REJECT_HOST;
+    case H1_ERR_METHOD:
+        *status = 400;
+        return REJECT_METHOD;
+#ifdef H1_HAS_ERR_EXPECTATION
+    case H1_ERR_EXPECTATION:
+        *status = 417;
+        return REJECT_EXPECTATION;
+#endif
+    default:
+        *status = 400;
+        return REJECT_SYNTAX;
+    }
+}
+
+static struct str rebase(struct str s, const char *from, const char *to)
+{
+    if (s.p == NULL)
+        return s;
+    return str_make(to + (s.p - from), s.len);
+}
+
+static struct str lower_dup(struct arena *a, struct str s)
+{
+    struct str d = arena_strdup(a, s);
+    char *p = (char *)d.p;
+    for (size_t i = 0; i < d.len; i++)
+        if (p[i] >= 'A' && p[i] <= 'Z')
+            p[i] |= 0x20;
+    return d;
+}
+
+/* Parse a head from the input; returns true if an exchange started. */
+static bool conn_try_head(struct h1_conn *c)
+{
+    const struct config *cfg = c->w->edge->cfg;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t avail = evbuffer_get_length(in);
+    if (avail == 0)
+        return false;
+    if (c->timer_kind != T_HEADER)
+        timer_set(c, T_HEADER, cfg->header_timeout_ms);
+    size_t want = avail < cfg->max_header_bytes + 1 ? avail : cfg->max_header_bytes + 1;
+    const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
+    struct h1_limits lim = {cfg->max_header_bytes, cfg->max_headers, cfg->max_uri_length};
+    struct h1_request req;
+    memset(&req, 0, sizeof(req));
+    req.headers = c->hdrs;
+    int r = h1_parse_request(buf, want, &req, &lim);
+    if (r == H1_INCOMPLETE)
+        return false;
+
+    exchange_init(&c->x, c->w, &h1_ops, c);
+    c->x_active = true;
+    struct exchange *x = &c->x;
+    snprintf(x->client_addr, sizeof(x->client_addr), "%s", c->peer);
+    if (r == H1_INVALID) {
+        int status;
+        enum reject why = reject_of(req.err, &status);
+        METRIC_INC(c->w, rejected[why]);
+        log_ratelimited(LOG_INFO, "h1: %s: refused request (%s): %d", c->peer, reject_name(why),
+                        status);
+        x->http_minor = 1;
+        c->keep_alive = false;
+        evbuffer_drain(in, evbuffer_get_length(in));
+        exchange_respond_error(x, status, reject_name(why));
+        return true;
+    }
+    /* Copy the head into the exchange arena: the input buffer is drained below. */
+    char *copy = arena_alloc(&x->arena, (size_t)r);
+    memcpy(copy, buf, (size_t)r);
+    x->method = rebase(req.method, buf, copy);
+    x->path = rebase(req.path, buf, copy);
+    x->http_minor = req.minor_version;
+    x->authority = lower_dup(&x->arena, req.authority);
+    for (size_t i = 0; i < req.n_headers; i++)
+        http_headers_add(&x->req, rebase(req.headers[i].name, buf, copy),
+                         rebase(req.headers[i].value, buf, copy));
+    evbuffer_drain(in, (size_t)r);
+    METRIC_ADD(c->w, bytes_received, (uint64_t)r);
+    x->scheme = STR_LIT("http");
+    x->expect_continue = req.expect_continue;
+    c->keep_alive = req.keep_alive;
+    c->body = req.body;
+    c->body_total = 0;
+    memset(&c->chunked, 0, sizeof(c->chunked));
+    if (req.body == H1_BODY_LENGTH && req.content_length > 0) {
+        x->req_has_body = true;
+        x->req_content_length = (int64_t)req.content_length;
+        c->body_left = req.content_length;
+        c->reading_body = true;
+    } else if (req.body == H1_BODY_CHUNKED) {
+        x->req_has_body = true;
+        x->req_content_length = -1;
+        c->reading_body = true;
+    } else {
+        x->req_content_length = 0;
+        x->req_body_done = true;
+        c->reading_body = false;
+    }
+    if (x->req_has_body && x->req_content_length > 0 &&
+        (uint64_t)x->req_content_length > cfg->max_body_size) {
+        METRIC_INC(c->w, rejected[REJECT_BODY_TOO_LARGE]);
+        c->keep_alive = false;
+        c->reading_body = false;
+        exchange_respond_error(x, 413, "request body too large");
+        return true;
+    }
+    timer_set(c, c->reading_body ? T_BODY : T_NONE, cfg->body_timeout_ms);
+    exchange_start(x);
+    return true;
+}
+
+/* Feed request body bytes from the input to the exchange. */
+static void conn_read_body(struct h1_conn *c)
+{
+    const struct config *cfg = c->w->edge->cfg;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = evbuffer_new();
+    bool eof = false;
+    bool bad = false;
+    while (!c->body_paused && evbuffer_get_length(in) > 0 && !eof) {
+        if (c->body == H1_BODY_LENGTH) {
+            size_t n = evbuffer_get_length(in);
+            if (n > c->body_left)
+                n = (size_t)c->body_left;
+            evbuffer_remove_buffer(in, out, n);
+            c->body_left -= n;
+            c->body_total += n;
+            eof = c->body_left == 0;
+        } else {
+            size_t n = evbuffer_get_length(in);
+            if (n > 65536)
+                n = 65536;
+            const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+            size_t off = 0, dlen = 0;
+            bool done = false;
+            int r = h1_chunked_decode(&c->chunked, p, n, &off, &dlen, &done);
+            if (r < 0) {
+                bad = true;
+                break;
+            }
+            if (dlen)
+                evbuffer_add(out, p + off, dlen);
+            c->body_total += dlen;
+            evbuffer_drain(in, (size_t)r);
+            eof = done;
+            if (r == 0 && !done)
+                break;
+        }
+        if (c->body_total > cfg->max_body_size)
+            break;
+        if (evbuffer_get_length(out) >= REQ_BODY_BUFFER)
+            break;
+    }
+    struct exchange *x = &c->x;
+    if (bad) {
+        evbuffer_free(out);
+        METRIC_INC(c->w, rejected[REJECT_SYNTAX]);
+        c->reading_body = false;
+        c->keep_alive = false;
+        if (!x->head_sent) {
+            exchange_on_client_gone(x);
+            exchange_respond_error(x, 400, "bad chunked body");
+        } else {
+            conn_close_now(c);
+        }
+        return;
+    }
+    if (c->body_total > cfg->max_body_size) {
+        evbuffer_free(out);
+        METRIC_INC(c->w, rejected[REJECT_BODY_TOO_LARGE]);
+        c->reading_body = false;
+        c->keep_alive = false;
+        if (!x->head_sent) {
+            exchange_on_client_gone(x);
+            exchange_respond_error(x, 413, "request body too large");
+        } else {
+            conn_close_now(c);
+        }
+        return;
+    }
+    if (eof) {
+        c->reading_body = false;
+        timer_set(c, T_NONE, 0);
+    } else if (evbuffer_get_length(out) > 0) {
+        timer_set(c, T_BODY, cfg->body_timeout_ms);
+    }
+    METRIC_ADD(c->w, bytes_received, evbuffer_get_length(out));
+    if (evbuffer_get_length(out) > 0 || eof)
+        exchange_on_req_body(x, out, eof);
+    evbuffer_free(out);
+}
+
+static void conn_process(struct h1_conn *c)
+{
+    if (c->in_read || c->closed)
+        return;
+    c->in_read = true;
+    for (;;) {
+        if (c->closing || c->closed)
+            break;
+        if (!c->x_active) {
+            if (!conn_try_head(c))
+                break;
+            if (c->closed)
+                return;
+            continue;
+        }
+        if (c->reading_body && !c->body_paused &&
+            evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+            conn_read_body(c);
+            if (c->closed)
+                return;
+            continue;
+        }
+        break;
+    }
+    /* Bound what pipelined clients can make us buffer while a response is in flight. */
+    if (!c->closed && !c->closing) {
+        size_t inlen = evbuffer_get_length(bufferevent_get_input(c->bev));
+        const struct config *cfg = c->w->edge->cfg;
+        if (c->x_active && !c->reading_body && inlen > cfg->max_header_bytes)
+            bufferevent_disable(c->bev, EV_READ);
+        else if (c->body_paused)
+            bufferevent_disable(c->bev, EV_READ);
+        else
+            bufferevent_enable(c->bev, EV_READ);
+    }
+    c->in_read = false;
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    conn_process(arg);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct h1_conn *c = arg;
+    if (c->closing) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            conn_close_now(c);
+        return;
+    }
+    if (c->x_active && c->x.head_sent && !c->x.finished)
+        exchange_on_writable(&c->x);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct h1_conn *c = arg;
+    if (what & BEV_EVENT_EOF) {
+        /* Half-close from the client: finish what is in flight only if the request is
+         * complete; HTTP/1.1 clients that shut down writing still read the answer. */
+        if (c->x_active && !c->reading_body && !c->x.finished) {
+            c->keep_alive = false;
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
+    }
+    conn_close_now(c);
+}
+
+/* ---- transport_ops ------------------------------------------------------------------------ */
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 410: return "Gone";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+static void h1_send_head(struct exchange *x)
+{
+    struct h1_conn *c = x->transport;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->closing || c->closed)
+        return;
+    /* The exchange decides about bodies; we decide about framing. */
+    c->resp_chunked = false;
+    c->resp_close_delimited = false;
+    bool bodyless = x->no_body || x->status == 204 || x->status == 304 || x->status < 200;
+    if (!bodyless && x->resp_length < 0) {
+        if (x->http_minor >= 1)
+            c->resp_chunked = true;
+        else
+            c->resp_close_delimited = true;
+    }
+    if (c->resp_close_delimited || c->reading_body)
+        c->keep_alive = false; /* an unread request body cannot be skipped safely */
+    if (c->w->stopping)
+        c->keep_alive = false;
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", x->http_minor >= 1 ? 1 : 0, x->status,
+                        reason_phrase(x->status));
+    for (size_t i = 0; i < x->resp.n; i++) {
+        const struct http_header *h = &x->resp.v[i];
+        evbuffer_add(out, h->name.p, h->name.len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, h->value.p, h->value.len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (x->resp_length >= 0 && x->status != 304 && x->status != 204 && x->status >= 200)
+        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)x->resp_length);
+    if (c->resp_chunked)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (!c->keep_alive)
+        evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    else if (x->http_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+    else
+        evbuffer_add(out, "\r\n", 2);
+}
+
+static void h1_send_body(struct exchange *x, struct evbuffer *data)
+{
+    struct h1_conn *c = x->transport;
+    size_t len = evbuffer_get_length(data);
+    if (len == 0 || c->closed) {
+        evbuffer_drain(data, len);
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->resp_chunked) {
+        evbuffer_add_printf(out, "%zx\r\n", len);
+        evbuffer_add_buffer(out, data);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add_buffer(out, data);
+    }
+    METRIC_ADD(c->w, bytes_sent, len);
+}
+
+static size_t h1_body_space(struct exchange *x)
+{
+    struct h1_conn *c = x->transport;
+    size_t len = evbuffer_get_length(bufferevent_get_output(c->bev));
+    return len >= OUT_HIGH ? 0 : OUT_HIGH - len;
+}
+
+/* After the response: log, reset, and go on with the next pipelined request. */
+static void h1_finish(struct exchange *x)
+{
+    struct h1_conn *c = x->transport;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->resp_chunked)
+        evbuffer_add(out, "0\r\n\r\n", 5);
+    x->finished = true;
+    exchange_log(x);
+    exchange_fini(x);
+    c->x_active = false;
+    const struct config *cfg = c->w->edge->cfg;
+    if (!c->keep_alive || c->reading_body) {
+        conn_close_after_flush(c);
+        return;
+    }
+    timer_set(c, T_IDLE, cfg->idle_timeout_ms);
+    /* Never parse the next request from inside the previous exchange's call stack. */
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void h1_abort(struct exchange *x)
+{
+    struct h1_conn *c = x->transport;
+    x->finished = true;
+    exchange_log(x);
+    exchange_fini(x);
+    c->x_active = false;
+    /* The response is truncated: the only honest signal left is closing the connection. */
+    conn_close_after_flush(c);
+}
+
+static void h1_pause_body(struct exchange *x)
+{
+    struct h1_conn *c = x->transport;
+    c->body_paused = true;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+static void h1_resume_body(struct exchange *x)
+{
+    struct h1_conn *c = x->transport;
+    if (!c->body_paused)
+        return;
+    c->body_paused = false;
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void h1_send_continue(struct exchange *x)
+{
+    struct h1_conn *c = x->transport;
+    if (x->http_minor >= 1)
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+static const struct transport_ops h1_ops = {
+    .name = "HTTP/1.1",
+    .send_head = h1_send_head,
+    .send_body = h1_send_body,
+    .body_space = h1_body_space,
+    .finish = h1_finish,
+    .abort = h1_abort,
+    .pause_body = h1_pause_body,
+    .resume_body = h1_resume_body,
+    .send_continue = h1_send_continue,
+};

@@ -941,8 +941,15 @@ static void batch_run(struct cache *c, struct cache_wop *ops)
         c->w_objects = objects0;
         log_ratelimited(LOG_WARN, "cache %s: batch failed (%s), evicting and retrying", c->dir,
                         mdb_strerror(rc));
-        /* Make room well below the low-water mark, and at least a few objects. */
-        evict(c, c->low_bytes / 4 * 3, 16);
+        /* Make room: the batch's size twice over plus an eighth of what is stored, and at
+         * least below the low-water mark. */
+        uint64_t batch_bytes = 0;
+        for (struct cache_wop *op = ops; op != NULL; op = op->next)
+            batch_bytes += op->len;
+        uint64_t free_bytes = UTIL_MIN(c->w_bytes, 2 * batch_bytes + c->w_bytes / 8);
+        evict(c, UTIL_MIN(c->low_bytes, c->w_bytes - free_bytes), 1);
+        bytes0 = c->w_bytes;
+        objects0 = c->w_objects;
         rc = batch_apply(c, ops);
         if (rc != 0) {
             c->w_bytes = bytes0;

@@ -34,8 +34,9 @@ enum h1_error {
     H1_ERR_URI_TOO_LONG = 2, /* request-target over the limit (414) */
     H1_ERR_HEADERS_TOO_LARGE = 3, /* head bytes or header count over the limit (431) */
     H1_ERR_VERSION = 4, /* HTTP version other than 1.0/1.1 (505) */
-    H1_ERR_TE_UNSUPPORTED = 5, /* transfer coding other than chunked (501) */
-    H1_ERR_SMUGGLING = 6, /* CL+TE, duplicate/bad CL, TE in HTTP/1.0 (400) */
+    H1_ERR_TE_UNSUPPORTED = 5, /* other codings before the final chunked (501) */
+    H1_ERR_SMUGGLING = 6, /* CL+TE, duplicate/bad CL, TE not ending in one chunked, TE in
+                             HTTP/1.0 (400) */
     H1_ERR_HOST = 7, /* missing, duplicate or invalid Host in HTTP/1.1 (400) */
     H1_ERR_METHOD = 8, /* method is not a token (400) */
     H1_ERR_EXPECTATION = 9, /* Expect other than 100-continue (417) */

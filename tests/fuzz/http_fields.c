@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         start = i + 1;
     }
 
-    int64_t t;
+    int64_t t = 0;
     if (http_date_parse(in, &t) == 0 && t >= 0 && t <= INT64_C(253402300799)) {
         char buf[HTTP_DATE_LEN + 1];
         int64_t back;

@@ -332,7 +332,9 @@ static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may
     if (may_join && !nocollapse)
         f = fetch_join(e, x->key, r);
     if (f) {
-        x->xcache = XCACHE_COLLAPSED;
+        /* Joining a fetch whose body is complete (its commit is pending) is a hit. */
+        const struct fetch_head *h;
+        x->xcache = fetch_get_state(f, &h) == FS_DONE ? XCACHE_HIT : XCACHE_COLLAPSED;
     } else {
         x->xcache = XCACHE_MISS;
         struct fetch_params p = {

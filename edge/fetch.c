@@ -85,6 +85,10 @@ struct fetch {
     bool store_lost;        /* a put was aborted after chunks were released */
     bool paused;
     struct fetch_reader *readers;
+    /* An unsafe method's answer is held back from readers until its invalidations are
+     * committed, so that the client's next GET cannot be served the old copy. */
+    int inval_pending;
+    enum fetch_state held_state;
 };
 
 static void fetch_unref(struct fetch *f);
@@ -445,6 +449,39 @@ static void stop_storing(struct fetch *f)
     f->storing = false;
 }
 
+static void inval_done_cb(void *arg, int err)
+{
+    /* Writer thread. */
+    struct fetch *f = arg;
+    pthread_mutex_lock(&f->lock);
+    if (--f->inval_pending == 0 && f->state == FS_CONNECTING) {
+        f->state = f->held_state;
+        wake_readers(f);
+    }
+    pthread_mutex_unlock(&f->lock);
+    fetch_unref(f);
+}
+
+static void invalidate_key(struct fetch *f, struct str key)
+{
+    pthread_mutex_lock(&f->lock);
+    f->inval_pending++;
+    f->refcnt++;
+    pthread_mutex_unlock(&f->lock);
+    if (cache_invalidate(f->e->cache, key, false, inval_done_cb, f) != 0)
+        inval_done_cb(f, -1);
+}
+
+/* Set the state readers see, unless the head is held for invalidations. Under f->lock. */
+static void set_state(struct fetch *f, enum fetch_state st)
+{
+    if (f->inval_pending > 0 && st != FS_FAILED) {
+        f->held_state = st;
+        return;
+    }
+    f->state = st;
+}
+
 static void on_up_head(void *arg, const struct h1_response *resp, const char *buf)
 {
     struct fetch *f = arg;
@@ -560,7 +597,11 @@ static void on_up_head(void *arg, const struct h1_response *resp, const char *bu
         fetch_nocollapse_mark(e, f->key, now + NOCOLLAPSE_TTL);
     }
     h->storing = f->storing;
-    f->state = FS_HEAD;
+    bool will_invalidate =
+        f->invalidate && cache_policy_invalidates(f->method, resp->status) && f->keyed;
+    if (will_invalidate)
+        f->inval_pending++; /* held until the invalidations below are queued */
+    set_state(f, FS_HEAD);
     wake_readers(f);
     bool unwanted = f->readers == NULL && !f->storing;
     pthread_mutex_unlock(&f->lock);
@@ -568,8 +609,8 @@ static void on_up_head(void *arg, const struct h1_response *resp, const char *bu
         table_remove(f);
     if (unwanted && f->poll_ev)
         event_active(f->poll_ev, EV_TIMEOUT, 0);
-    if (f->invalidate && cache_policy_invalidates(f->method, resp->status) && f->keyed) {
-        cache_invalidate(e->cache, f->key, false, NULL, NULL);
+    if (will_invalidate) {
+        invalidate_key(f, f->key);
         /* Location and Content-Location of the same origin (RFC 9111 4.4). */
         static const char *const locs[] = {"location", "content-location"};
         for (size_t i = 0; i < ARRAY_SIZE(locs); i++) {
@@ -591,9 +632,13 @@ static void on_up_head(void *arg, const struct h1_response *resp, const char *bu
             if (target.len) {
                 struct str k = arena_printf(&f->arena, "%.*s%.*s", (int)f->authority.len,
                                             f->authority.p, (int)target.len, target.p);
-                cache_invalidate(e->cache, k, false, NULL, NULL);
+                invalidate_key(f, k);
             }
         }
+        pthread_mutex_lock(&f->lock);
+        f->refcnt++;
+        pthread_mutex_unlock(&f->lock);
+        inval_done_cb(f, 0); /* the hold taken above */
     }
 }
 
@@ -659,7 +704,7 @@ static void on_up_done(void *arg)
     struct fetch *f = arg;
     pthread_mutex_lock(&f->lock);
     f->u = NULL;
-    f->state = FS_DONE;
+    set_state(f, FS_DONE);
     bool commit = false;
     if (f->storing && f->put) {
         f->refcnt++; /* for put_done_cb */

@@ -26,7 +26,9 @@
  * touches the fields marked "owned by writer" and the atomics. struct cache_put is refcounted:
  * one reference for the caller, one per queued operation.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* pthread_setname_np */
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>

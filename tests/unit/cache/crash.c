@@ -11,7 +11,9 @@
  * Bounded: ROUNDS rounds (default 5), each child runs at most 3 s and 4000 puts. Prints SEED,
  * honours SEED=.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>

@@ -7,7 +7,9 @@
  * cache_check() after each scenario. Also prints (never asserts) lookup latency and writer
  * throughput. Every test uses a fresh mkdtemp directory, removed at the end.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -260,11 +262,11 @@ static void test_small_and_chunked(void)
     cache_put_set_notify(p, on_done, &notes);
     uint8_t *chunk = xmalloc(CACHE_CHUNK_SIZE);
     uint32_t seed = seed_of(info.key, 0);
-    for (uint64_t i = 0; i < CACHE_CHUNK_SIZE * 2; i++)
-        chunk[i % CACHE_CHUNK_SIZE] = body_byte(seed, i),
-                  i % CACHE_CHUNK_SIZE == CACHE_CHUNK_SIZE - 1
-                      ? (void)cache_put_append(p, chunk, CACHE_CHUNK_SIZE)
-                      : (void)0;
+    for (uint64_t i = 0; i < CACHE_CHUNK_SIZE * 2; i++) {
+        chunk[i % CACHE_CHUNK_SIZE] = body_byte(seed, i);
+        if (i % CACHE_CHUNK_SIZE == CACHE_CHUNK_SIZE - 1)
+            ASSERT(cache_put_append(p, chunk, CACHE_CHUNK_SIZE) == 0);
+    }
     cache_sync(c);
     is_int(cache_put_committed(p), 2, "two chunks committed before the end");
     ok(notes.calls >= 1 && notes.err == 0, "notify called after the commits");
@@ -274,12 +276,12 @@ static void test_small_and_chunked(void)
     ok(ss.same && ss.off == 2 * CACHE_CHUNK_SIZE, "its bytes");
     is_int(lookup(c, b.key, NULL, &obj), OP_ENOTFOUND, "no record before cache_put_end");
     check_ok(c, "a put in progress (chunks are pending)");
-    for (uint64_t i = CACHE_CHUNK_SIZE * 2; i < CACHE_CHUNK_SIZE * 5 + 123; i++) {
+    int arc = 0;
+    for (uint64_t i = CACHE_CHUNK_SIZE * 2; i < CACHE_CHUNK_SIZE * 5 + 123 && arc == 0; i++) {
         uint8_t byte = body_byte(seed, i);
-        is_int(cache_put_append(p, &byte, 1), 0, "byte append") /* silent unless failing */;
-        tap_n--; /* count the loop as one check below */
+        arc = cache_put_append(p, &byte, 1);
     }
-    tap_n++;
+    is_int(arc, 0, "the rest appended one byte at a time");
     struct done_rec d2 = {0};
     is_int(cache_put_end(&p, on_done, &d2), 0, "chunked put ends");
     ok(p == NULL, "put_end clears the handle");

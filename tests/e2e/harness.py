@@ -135,11 +135,12 @@ def curl(url, method=None, headers=None, data=None, http="1.1", extra=(), timeou
     tmp = tempfile.mkdtemp(prefix="curl-")
     try:
         hfile = os.path.join(tmp, "h")
-        bfile = output or os.path.join(tmp, "b")
+        bfile = output or (os.devnull if method == "HEAD" else os.path.join(tmp, "b"))
         args = ["curl", "-sS", "-g", "--path-as-is", "-D", hfile, "-o", bfile,
                 "--max-time", str(timeout)]
         args += _CURL_PROTO_FLAGS[http]
         if method == "HEAD":
+            # --head writes the head to -o too; a HEAD body is checked with raw sockets
             args.append("--head")
         elif method:
             args += ["-X", method]
@@ -168,7 +169,9 @@ def curl(url, method=None, headers=None, data=None, http="1.1", extra=(), timeou
         status_line, hdrs = parse_header_block(blocks[-1])
         status = int(status_line.split()[1])
         body = None
-        if output is None:
+        if method == "HEAD":
+            body = b""
+        elif output is None:
             body = open(bfile, "rb").read() if os.path.exists(bfile) else b""
         return Response(status, hdrs, body)
     finally:
@@ -324,9 +327,14 @@ class RawConn:
                 return r
             except Incomplete:
                 if self.eof:
-                    raise ValueError("connection closed in the middle of a response: %r"
-                                     % bytes(self.buf[:200]))
-                self._fill(deadline)
+                    raise ValueError("connection closed %s: %r" % (
+                        "before a response" if not self.buf else "in the middle of a response",
+                        bytes(self.buf[:200])))
+                try:
+                    self._fill(deadline)
+                except socket.timeout:
+                    raise ValueError("no complete response within %.0fs; received %r" % (
+                        timeout or self.timeout, bytes(self.buf[:300])))
 
     def read_until(self, needle, timeout=None):
         deadline = time.monotonic() + (timeout or self.timeout)

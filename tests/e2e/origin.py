@@ -92,6 +92,7 @@ class Request:
         self.body = body
         self.conn_id = conn_id
         self.time = time.monotonic()
+        self.seq = 0
 
     def header(self, name, default=None):
         n = name.lower()
@@ -359,6 +360,7 @@ class Origin:
                 path = req.path
                 with self._cv:
                     self._log.append(req)
+                    req.seq = len(self._log)  # 1-based, over all paths, in arrival order
                     self._inflight[path] = self._inflight.get(path, 0) + 1
                     self._max_inflight[path] = max(self._max_inflight.get(path, 0),
                                                    self._inflight[path])

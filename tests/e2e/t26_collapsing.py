@@ -92,7 +92,7 @@ def test_uncacheable_first_wave_not_shared(outpost, origin, proto):
     gate = threading.Event()
 
     def h(req):
-        return 200, {"Cache-Control": "no-store"}, ("u%d" % origin.count("/nsc")).encode()
+        return 200, {"Cache-Control": "no-store"}, ("u%d" % req.seq).encode()
     origin.route("/nsc", body=h, gate=gate)
     threads, results, errors = _run_clients(outpost, "/nsc", n, proto)
     try:

@@ -54,10 +54,10 @@ struct cache_options {
  * chunks of objects that were being written when the process last died. Errors: -errno, LMDB
  * codes, OP_ECORRUPT (schema version mismatch). */
 int cache_open(struct cache **out, const struct cache_options *opt);
-/* Drain the writer queue, commit, stop the writer and close. Clears *c. */
+/* Drain the writer queue, commit, stop the writer and close. Clears *c. Every cache_put must
+ * have been ended or aborted, and no other thread may be inside a cache_* call on this cache.
+ * Frees the per-thread read transactions that any thread created for it. */
 void cache_close(struct cache **c);
-/* (cache_close: every cache_put must have been ended or aborted and no other thread may be
- * inside a cache_* call on this cache.) */
 
 /* One (Vary'd request header name, normalised request value) pair of a variant. */
 struct cache_vary {
@@ -65,7 +65,10 @@ struct cache_vary {
     struct str value; /* combined, whitespace-normalised request value; empty if absent */
 };
 
-/* A stored variant, copied out of LMDB: independent of any transaction. Refcounted. */
+/* A stored variant, copied out of LMDB: independent of any transaction. Refcounted; one
+ * allocation holds the struct and every string, array and the inline body. Read-only: in
+ * particular never http_headers_add()/_set()/_fini() on `headers` (its array is inside that
+ * allocation); copy it into a list of your own to modify it. */
 struct cache_obj {
     uint64_t id; /* unique per stored variant, never reused */
     struct str key;
@@ -87,8 +90,10 @@ struct cache_obj {
 /*
  * Find the variant of `key` that matches request headers `req` (every Vary'd header's
  * normalised value equal; with several matches, the most recent response). On success *out
- * holds a new reference. Also records the access for approximate LRU (asynchronously).
- * Returns 0, OP_ENOTFOUND, or an LMDB error (counted; treated as a miss by the caller).
+ * holds a new reference. Also records the access for approximate LRU (asynchronously, at
+ * most once per 60 s of `now` per variant). Returns 0, OP_ENOTFOUND, or an LMDB error (counted;
+ * treated as a miss by the caller). A record that fails to decode is skipped and counted.
+ * Cost: one short read txn (renewed per-thread, no malloc but the copy-out); no locks.
  */
 int cache_lookup(struct cache *c, struct str key, const struct http_headers *req, int64_t now,
                  struct cache_obj **out);
@@ -125,10 +130,16 @@ struct cache_put_info {
  */
 int cache_put_begin(struct cache *c, const struct cache_put_info *info, struct cache_put **out);
 /* Append body bytes; full chunks go to the writer at once. OP_ETOOBIG once the body passes
- * max_object_size (the put is then dead: call cache_put_abort). */
+ * max_object_size; OP_EFULL when the writer inbox is over cache_options.inbox_max (never
+ * blocks; counted in refused_appends). After either the put is dead: every later call returns
+ * the same error; call cache_put_abort (or cache_put_end, which then aborts). */
 int cache_put_append(struct cache_put *p, const void *data, size_t len);
 /* All body bytes are in: hand the record to the writer. Clears *p. `done`, if not NULL, is
- * called on the writer thread after the commit (ok = 0 or an error). */
+ * called on the writer thread after the commit (ok = 0 or an error: the batch could not be
+ * committed, e.g. MDB_MAP_FULL even after eviction; nothing of the put remains then).
+ * Returns 0 when queued; or, with the put aborted and `done` never called: the error that
+ * killed it (OP_ETOOBIG, OP_EFULL), or OP_EINVAL when content_length was given and the body
+ * length differs (a truncated response is never stored). */
 typedef void cache_done_fn(void *arg, int err);
 int cache_put_end(struct cache_put **p, cache_done_fn *done, void *arg);
 /* Give up (origin failed, too big): already written chunks are deleted. Clears *p. */
@@ -138,7 +149,9 @@ uint64_t cache_put_id(const struct cache_put *p);
 /* Chunks [0, n) of this put are committed and readable with cache_chunk_read(). Any thread. */
 uint32_t cache_put_committed(const struct cache_put *p);
 /* Called on the writer thread after each commit that advanced this put (to wake a reader or
- * release memory). Set before the first append. */
+ * release memory), with err 0; or once with an error when a batch holding its chunks failed
+ * (the put is then dead and its cache_put_end() will report done(err)). Set before the first
+ * append. The callback must not block nor call cache_sync(). */
 void cache_put_set_notify(struct cache_put *p, cache_done_fn *fn, void *arg);
 
 /*
@@ -149,10 +162,13 @@ int cache_update(struct cache *c, uint64_t id, const struct http_headers *header
                  const struct cache_meta *meta, int64_t now);
 
 /* Invalidate every variant of `key`: hard removes, soft marks CACHE_F_STALE. Asynchronous;
- * `done` may be NULL. */
+ * `done` may be NULL; it gets 0 if at least one variant was invalidated, OP_ENOTFOUND if the
+ * key had none (idempotent either way), or an LMDB error. Returns OP_EINVAL for an empty or
+ * over-long key, else 0. */
 int cache_invalidate(struct cache *c, struct str key, bool soft, cache_done_fn *done, void *arg);
 
-/* Block until every operation queued so far is committed (tests, shutdown). */
+/* Block until every operation queued so far is committed (tests, shutdown). Never from a
+ * done/notify callback (that is the writer thread: it would wait for itself). */
 void cache_sync(struct cache *c);
 
 struct cache_stats {
@@ -160,7 +176,8 @@ struct cache_stats {
     uint64_t bytes; /* body + record bytes accounted against max_size */
     uint64_t max_size;
     uint64_t evictions; /* variants evicted for space */
-    uint64_t expired_evictions; /* of which were past cache_policy_useless_after() */
+    uint64_t expired_evictions; /* of which were past their useless-after time (the store
+                                   computes cache_policy_useless_after()'s formula itself) */
     uint64_t commits;
     uint64_t write_errors; /* MDB_MAP_FULL, disk errors ... */
     uint64_t queue_len; /* operations waiting for the writer */

@@ -311,6 +311,7 @@ int cache_put_end(struct cache_put **pp, cache_done_fn *done, void *arg)
     op->now = p->now;
     op->data = rec.p;
     op->len = rec.len;
+    op->qbytes = rec.len;
     op->done = done;
     op->arg = arg;
     enqueue(p->c, op);
@@ -330,6 +331,7 @@ int cache_update(struct cache *c, uint64_t id, const struct http_headers *header
     op->n = cache_rec_sec_headers(&b, headers);
     op->data = b.p;
     op->len = b.len;
+    op->qbytes = b.len;
     op->meta = *meta;
     op->now = now;
     enqueue(c, op);

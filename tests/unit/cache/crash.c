@@ -169,7 +169,7 @@ static bool read_back(struct cache *c, const struct cache_obj *o)
 int main(void)
 {
     unsigned seed = tap_seed();
-    int rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 5;
+    int rounds = getenv("ROUNDS") ? (int)strtol(getenv("ROUNDS"), NULL, 10) : 5;
     char dir[] = "/tmp/outpost-crash-XXXXXX";
     ASSERT(mkdtemp(dir) != NULL);
     static uint32_t confirmed[NKEYS];

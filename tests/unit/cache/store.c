@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #endif
 #include <ftw.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -783,6 +784,104 @@ static void measure(void)
     rmdir_all(dir);
 }
 
+/* ---- concurrency: readers on worker threads while two producers write -------------------- */
+
+struct conc {
+    struct cache *c;
+    _Atomic bool stop;
+    _Atomic int lookups;
+    _Atomic int hits;
+    _Atomic int bad;
+    unsigned seed;
+};
+
+static void *conc_reader(void *arg)
+{
+    struct conc *k = arg;
+    struct http_headers req;
+    http_headers_init(&req);
+    http_headers_add(&req, S("Accept-Encoding"), S("gzip"));
+    unsigned seed = k->seed;
+    while (!atomic_load(&k->stop)) {
+        char key[32];
+        snprintf(key, sizeof(key), "conc/%d", rand_r(&seed) % 40);
+        struct cache_obj *obj;
+        atomic_fetch_add(&k->lookups, 1);
+        if (cache_lookup(k->c, S(key), &req, NOW, &obj) != 0)
+            continue;
+        atomic_fetch_add(&k->hits, 1);
+        struct sink_state s = {seed_of(obj->key, gen_of(obj)), 0, true};
+        if (obj->n_chunks == 0) {
+            sink(&s, obj->body.p, obj->body.len);
+        } else {
+            for (uint32_t i = 0; i < obj->n_chunks; i++) {
+                if (cache_chunk_read(k->c, obj->id, i, sink, &s) != 0) {
+                    s.off = obj->body_len; /* replaced meanwhile: allowed */
+                    break;
+                }
+            }
+        }
+        if (!s.same || s.off != obj->body_len)
+            atomic_fetch_add(&k->bad, 1);
+        cache_obj_unref(&obj);
+    }
+    http_headers_fini(&req);
+    return NULL;
+}
+
+static void *conc_writer(void *arg)
+{
+    struct conc *k = arg;
+    struct cache_vary gz[] = {{S("accept-encoding"), S("gzip")}};
+    unsigned seed = k->seed;
+    for (unsigned i = 0; i < 400 && !atomic_load(&k->stop); i++) {
+        char key[32];
+        int n = rand_r(&seed) % 40;
+        snprintf(key, sizeof(key), "conc/%d", n);
+        if (n % 10 == 0) {
+            cache_invalidate(k->c, S(key), rand_r(&seed) % 2, NULL, NULL);
+            continue;
+        }
+        static const uint64_t lens[] = {10, 5000, 70000, 200000};
+        put(k->c,
+            &(struct put_args){
+                .key = key, .gen = k->seed * 1000 + i, .len = lens[i % 4], .vary = gz, .n_vary = 1},
+            NULL, NULL);
+    }
+    return NULL;
+}
+
+static void test_concurrent(void)
+{
+    char *dir = tmpdir();
+    struct cache_options o = opts(dir);
+    struct cache *c;
+    cache_open(&c, &o);
+    struct conc r1 = {.c = c, .seed = 11}, r2 = {.c = c, .seed = 12};
+    struct conc w1 = {.c = c, .seed = 21}, w2 = {.c = c, .seed = 22};
+    pthread_t t[4];
+    pthread_create(&t[0], NULL, conc_reader, &r1);
+    pthread_create(&t[1], NULL, conc_reader, &r2);
+    pthread_create(&t[2], NULL, conc_writer, &w1);
+    pthread_create(&t[3], NULL, conc_writer, &w2);
+    double t0 = now_s();
+    pthread_join(t[2], NULL);
+    pthread_join(t[3], NULL);
+    cache_sync(c);
+    while (now_s() - t0 < 0.2)
+        usleep(10000);
+    atomic_store(&r1.stop, true);
+    atomic_store(&r2.stop, true);
+    pthread_join(t[0], NULL);
+    pthread_join(t[1], NULL);
+    ok(r1.hits + r2.hits > 0, "readers hit (%d of %d lookups)", r1.hits + r2.hits,
+       r1.lookups + r2.lookups);
+    is_int(r1.bad + r2.bad, 0, "every hit read back consistent while writers ran");
+    check_ok(c, "concurrent readers and writers");
+    cache_close(&c);
+    rmdir_all(dir);
+}
+
 int main(void)
 {
     test_small_and_chunked();
@@ -793,6 +892,7 @@ int main(void)
     test_map_full();
     test_crash_pending();
     test_schema();
+    test_concurrent();
     measure();
     return tap_done();
 }

@@ -171,6 +171,7 @@ class Origin:
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
         self._log = []
+        self._heads = []
         self._inflight = {}
         self._max_inflight = {}
         self._conns = set()
@@ -247,6 +248,11 @@ class Origin:
     def total(self):
         return self.count(None)
 
+    def heads_seen(self):
+        """Request heads received, including those whose body never completed."""
+        with self._lock:
+            return list(self._heads)
+
     def last(self, path=None):
         rs = self.requests(path)
         return rs[-1] if rs else None
@@ -317,7 +323,10 @@ class Origin:
         body = bytearray()
         while True:
             line, buf = self._recv_line(c, buf)
-            size = int(line.split(b";", 1)[0].strip(), 16)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _Abort()
             if size == 0:
                 while True:  # trailers
                     line, buf = self._recv_line(c, buf)
@@ -330,9 +339,9 @@ class Origin:
                 raise _Abort()
 
     def _serve_conn(self, c, cid):
-        c.settimeout(120)
         buf = b""
         try:
+            c.settimeout(120)
             while not self._stop.is_set():
                 try:
                     head, buf = self._recv_head(c, buf)
@@ -348,6 +357,8 @@ class Origin:
                     k, _, v = ln.partition(":")
                     headers.append((k.strip(), v.strip()))
                 hl = {k.lower(): v for k, v in headers}
+                with self._lock:
+                    self._heads.append((method, target))  # before its body is read
                 if hl.get("expect", "").lower() == "100-continue":
                     c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 if "chunked" in hl.get("transfer-encoding", "").lower():

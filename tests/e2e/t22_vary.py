@@ -74,3 +74,19 @@ def test_vary_header_case_insensitive_names(outpost, origin, proto):
     curl(outpost.url("/vc"), headers={"X-Token": "t"}, http=proto)
     r = curl(outpost.url("/vc"), headers={"x-token": "t"}, http=proto)
     assert r.xcache == "HIT"
+
+
+def test_vary_variant_requested_right_after_another(outpost, origin):
+    # back to back on one connection: the second request arrives while the first variant's
+    # fetch has just completed (and may still be being written); it must not be given it
+    from harness import RawConn, get_req
+    _vary_route(origin, "/vb", "Accept-Encoding", ["Accept-Encoding"])
+    with RawConn(outpost) as c:
+        c.send(get_req("/vb", extra="Accept-Encoding: gzip\r\n"))
+        r1 = c.read_response()
+        c.send(get_req("/vb", extra="Accept-Encoding: br\r\n"))
+        r2 = c.read_response()
+    assert r1.body == b"/vb Accept-Encoding=gzip n1"
+    assert r2.body == b"/vb Accept-Encoding=br n2", \
+        "the br request got %r (X-Cache %s)" % (r2.body, r2.xcache)
+    assert origin.count("/vb") == 2

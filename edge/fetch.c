@@ -31,7 +31,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 
-#define FETCH_MEM_MAX (4u * 1024 * 1024)
+#define FETCH_MEM_MAX (16u * 1024 * 1024)
 #define NOCOLLAPSE_TTL 30
 #define REQ_BODY_MAX (1024 * 1024)
 
@@ -383,7 +383,7 @@ static void release_memory(struct fetch *f)
     if (f->storing && f->put) {
         uint32_t committed = cache_put_committed(f->put);
         upto = committed < limit ? committed : limit;
-    } else if (!f->storing && !f->store_lost) {
+    } else if (!f->storing) {
         uint64_t minpos = f->body_len;
         for (struct fetch_reader *r = f->readers; r; r = r->next)
             if (r->pos < minpos)

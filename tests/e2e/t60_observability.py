@@ -153,3 +153,19 @@ def test_status_fields(outpost, origin):
     assert isinstance(size, (int, float)) and size > 0, "/status cache size: %s" % st
     m = outpost.metrics()
     assert m["outpost_cache_objects"] == 2
+
+
+def test_access_log_hit_right_after_miss(outpost, origin):
+    # the HIT arrives on the same connection right after the MISS completed: its line must
+    # still say it used no upstream, and no time to first byte
+    with RawConn(outpost) as c:
+        c.send(get_req("/b2b"))
+        r1 = c.read_response()
+        c.send(get_req("/b2b"))
+        r2 = c.read_response()
+    assert (r1.xcache, r2.xcache) == ("MISS", "HIT")
+    lines = _log_lines(outpost, 2)
+    m1, m2 = (LOG_RE.match(l) for l in lines[:2])
+    assert m1 and m2, lines
+    assert m1["upstream"] == origin.addr
+    assert (m2["cache"], m2["upstream"], m2["first_byte"]) == ("HIT", "-", "-"), lines[1]

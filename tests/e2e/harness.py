@@ -500,8 +500,9 @@ class Outpost:
                                    "within %.0fs:\n%s" % (timeout, self.stderr_text()))
             time.sleep(0.05)
 
-    def stop(self, timeout=10.0):
-        """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit status; raises if the
+    def stop(self, timeout=15.0):
+        """SIGTERM, wait up to `timeout` (README: in-flight requests get 10 s, then the writer
+        flushes), then SIGKILL. Returns the exit status; raises if the
         node had to be killed or died by itself (a crash)."""
         if self.proc is None:
             return None

@@ -10,7 +10,7 @@
  *   chunks   id(8) idx(4)                  -> body bytes: CACHE_CHUNK_SIZE each but the last
  *   byid     id(8)                         -> keyhash(16)       (cache_update, TOUCH, check)
  *   expiry   useless_after(8) id(8)        -> keyhash(16)       (eviction by TTL)
- *   access   access_time(8) id(8)          -> keyhash(16)       (approximate LRU)
+ *   access   access_seq(8) id(8)          -> keyhash(16)       (approximate LRU)
  *   tags     tag (<= 480 bytes, else 0xff + SHA-256(tag)) -> keyhash(16) id(8)   (DUPSORT)
  *   pending  id(8)                         -> keyhash(16)       (chunks being written)
  *   meta     "schema" -> struct cache_schema_rec (magic, version, length, reserved)
@@ -21,8 +21,18 @@
  *
  * Every index entry exists exactly when its record exists: the writer adds and deletes them
  * together in one transaction, and cache_check() verifies it. The access index is keyed by
- * the access time stored in the record, so the writer can always find the old entry to delete
+ * the access_seq stored in the record, so the writer can always find the old entry to delete
  * when a TOUCH moves it.
+ *
+ * APPROXIMATE LRU. The access clock is logical, not wall time: meta "access_seq" counts
+ * committed stores. A new variant gets the next value; a TOUCH moves a variant to the current
+ * value (without advancing it). cache_lookup() queues a TOUCH only when the variant has fallen
+ * more than max(objects / 4, 1) stores behind, so a variant read at least that often stays in
+ * the newest quarter and is never among the evicted oldest, while TOUCH traffic is bounded by
+ * the store rate (at most 4 per store in total), not by the read rate: a cache that only
+ * serves hits writes nothing. Ties (equal access_seq) go by id. A wall-clock rule ("once per
+ * 60 s") cannot order variants stored within the same minute, which is exactly when a small
+ * cache evicts.
  *
  * RECORD FORMAT (version 1). All integers little-endian; the host must be little-endian
  * (static_assert below), so the fixed header is copied with memcpy.
@@ -35,7 +45,7 @@
  *    12   4  reserved0        written 0, ignored
  *    16   8  id               the variant id (also in the LMDB key)
  *    24   8  body_len
- *    32   8  access_time      coarse last access (seconds), the key of its `access` entry
+ *    32   8  access_seq      logical last access (see APPROXIMATE LRU), key of its `access`
  *    40   4  status           100..999
  *    44   4  n_chunks         0: inline body; else ceil(body_len / CACHE_CHUNK_SIZE)
  *    48  56  meta             request_time, response_time, corrected_initial_age,
@@ -82,8 +92,6 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "records are memcpy'd l
 #define CACHE_OBJKEY_LEN (CACHE_KEYHASH_LEN + 8)
 #define CACHE_CHUNKKEY_LEN 12
 #define CACHE_TAG_INLINE_MAX 480
-/* The access index moves at most once per this many seconds per object. */
-#define CACHE_TOUCH_INTERVAL 60
 
 struct cache_rec_hdr {
     uint32_t magic;
@@ -93,7 +101,7 @@ struct cache_rec_hdr {
     uint32_t reserved0;
     uint64_t id;
     uint64_t body_len;
-    int64_t access_time;
+    int64_t access_seq;
     int32_t status;
     uint32_t n_chunks;
     int64_t request_time;
@@ -118,7 +126,7 @@ static_assert(offsetof(struct cache_rec_hdr, version) == 4, "layout");
 static_assert(offsetof(struct cache_rec_hdr, total_len) == 8, "layout");
 static_assert(offsetof(struct cache_rec_hdr, id) == 16, "layout");
 static_assert(offsetof(struct cache_rec_hdr, body_len) == 24, "layout");
-static_assert(offsetof(struct cache_rec_hdr, access_time) == 32, "layout");
+static_assert(offsetof(struct cache_rec_hdr, access_seq) == 32, "layout");
 static_assert(offsetof(struct cache_rec_hdr, status) == 40, "layout");
 static_assert(offsetof(struct cache_rec_hdr, n_chunks) == 44, "layout");
 static_assert(offsetof(struct cache_rec_hdr, request_time) == 48, "layout");
@@ -186,7 +194,7 @@ void cache_rec_rebuild(struct buf *out, const struct cache_rec *r, const struct 
                        const struct str *headers, const uint32_t *n_headers);
 /* The fixed header of a record from a put/obj (fields other than the lengths). */
 void cache_rec_hdr_from_meta(struct cache_rec_hdr *h, uint64_t id, int status,
-                             const struct cache_meta *m, uint64_t body_len, int64_t access_time);
+                             const struct cache_meta *m, uint64_t body_len, int64_t access_seq);
 void cache_rec_meta_get(const struct cache_rec_hdr *h, struct cache_meta *m);
 /* Expiry time used by the eviction order: expiry + the larger stale window. Equivalent to
  * cache_policy_useless_after(), computed here so the store does not depend on policy.c. */
@@ -276,9 +284,11 @@ struct cache {
     _Atomic uint64_t st_lookup_errors;
     _Atomic uint64_t st_corrupt;
     _Atomic uint64_t inbox_bytes;
-    /* approximate: which ids had a TOUCH queued recently (lossy; races are harmless) */
+    _Atomic uint64_t seq_now; /* the access clock as of the last commit */
+    /* approximate: which ids had a TOUCH queued recently, at which seq (lossy; races only
+     * cost or save one TOUCH) */
     _Atomic uint64_t touch_id[1024];
-    _Atomic int64_t touch_time[1024];
+    _Atomic uint64_t touch_seq[1024];
 
     /* shared: lock rlock. Every per-thread read txn created for this cache, freed at close. */
     pthread_mutex_t rlock;
@@ -297,6 +307,7 @@ struct cache {
     /* owned by the writer thread */
     pthread_t writer;
     int64_t w_now; /* the latest `now` seen in operations */
+    uint64_t w_seq; /* the access clock: committed stores */
     uint64_t w_bytes;
     uint64_t w_objects;
 };
@@ -304,9 +315,10 @@ struct cache {
 /* writer.c */
 int cache_writer_start(struct cache *c);
 void cache_writer_stop(struct cache *c);
-/* Queue a TOUCH for object (keyhash, id) at `now` (lookup path; lossy dedupe first). */
+/* Lookup path: queue a TOUCH for object (keyhash, id) whose access_seq is `seq` if it has
+ * fallen behind (see APPROXIMATE LRU); lossy dedupe first. */
 void cache_writer_touch(struct cache *c, const uint8_t keyhash[CACHE_KEYHASH_LEN], uint64_t id,
-                        int64_t now);
+                        int64_t seq);
 /* Delete every chunk of `id` and its pending entry. 0 or an LMDB error. */
 int cache_wr_chunks_delete(struct cache *c, MDB_txn *txn, uint64_t id);
 

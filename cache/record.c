@@ -220,7 +220,7 @@ void cache_rec_rebuild(struct buf *out, const struct cache_rec *r, const struct 
 }
 
 void cache_rec_hdr_from_meta(struct cache_rec_hdr *h, uint64_t id, int status,
-                             const struct cache_meta *m, uint64_t body_len, int64_t access_time)
+                             const struct cache_meta *m, uint64_t body_len, int64_t access_seq)
 {
     memset(h, 0, sizeof(*h));
     h->id = id;
@@ -229,7 +229,7 @@ void cache_rec_hdr_from_meta(struct cache_rec_hdr *h, uint64_t id, int status,
     h->n_chunks = body_len > CACHE_INLINE_MAX
                       ? (uint32_t)((body_len + CACHE_CHUNK_SIZE - 1) / CACHE_CHUNK_SIZE)
                       : 0;
-    h->access_time = access_time;
+    h->access_seq = access_seq;
     h->request_time = m->request_time;
     h->response_time = m->response_time;
     h->corrected_initial_age = m->corrected_initial_age;

@@ -251,8 +251,9 @@ static int open_txn(struct cache *c)
     if (n_pending)
         log_msg(LOG_INFO, "cache %s: discarded %u partially written objects", c->dir, n_pending);
 
-    uint64_t next_id, bytes, objects;
-    if ((rc = meta_get_u64(txn, c->db_meta, "next_id", &next_id)) != 0 ||
+    uint64_t next_id, bytes, objects, seq;
+    if ((rc = meta_get_u64(txn, c->db_meta, "access_seq", &seq)) != 0 ||
+        (rc = meta_get_u64(txn, c->db_meta, "next_id", &next_id)) != 0 ||
         (rc = meta_get_u64(txn, c->db_meta, "bytes", &bytes)) != 0 ||
         (rc = meta_get_u64(txn, c->db_meta, "objects", &objects)) != 0)
         goto fail;
@@ -261,6 +262,12 @@ static int open_txn(struct cache *c)
     next_id = UTIL_MAX(next_id, last_id_of(txn, c->db_chunks) + 1);
     next_id = UTIL_MAX(next_id, 1);
     atomic_store(&c->next_id, next_id);
+    /* The access clock never goes back either: at least the newest access entry. */
+    uint64_t last_access = last_id_of(txn, c->db_access); /* 0: empty */
+    if (last_access != 0 && cache_time_from_be64(last_access) > 0)
+        seq = UTIL_MAX(seq, (uint64_t)cache_time_from_be64(last_access));
+    c->w_seq = seq;
+    atomic_store(&c->seq_now, seq);
     c->w_bytes = bytes;
     c->w_objects = objects;
     atomic_store(&c->st_bytes, bytes);
@@ -415,14 +422,15 @@ int cache_lookup(struct cache *c, struct str key, const struct http_headers *req
         return lmdb_err(rc);
     }
     struct cache_obj *o = found ? cache_rec_to_obj(&best) : NULL;
-    int64_t access = found ? best.h.access_time : 0;
+    int64_t access = found ? best.h.access_seq : 0;
+    uint8_t keyhash[CACHE_KEYHASH_LEN];
+    memcpy(keyhash, kb, sizeof(keyhash));
     if (rt == NULL)
         mdb_cursor_close(cur);
     rtxn_end(rt, txn);
     if (o == NULL)
         return OP_ENOTFOUND;
-    if (now - access >= CACHE_TOUCH_INTERVAL)
-        cache_writer_touch(c, kb, o->id, now);
+    cache_writer_touch(c, keyhash, o->id, access);
     *out = o;
     return 0;
 }
@@ -583,7 +591,7 @@ static int check_objects(struct cache *c, MDB_txn *txn, struct check *ck, uint64
             rc = check_fail(ck, "expiry: no entry for id %" PRIu64, id);
             break;
         }
-        cache_be64_put(ib, cache_be64_time(r.h.access_time));
+        cache_be64_put(ib, cache_be64_time(r.h.access_seq));
         if (!has_entry(txn, c->db_access, ib, 16, kp, CACHE_KEYHASH_LEN)) {
             rc = check_fail(ck, "access: no entry for id %" PRIu64, id);
             break;
@@ -655,7 +663,7 @@ static int check_time_index(struct cache *c, MDB_txn *txn, MDB_dbi dbi, const ch
             rc = check_fail(ck, "%s: entry for id %" PRIu64 " has no record", name, id);
             break;
         }
-        int64_t want = expiry ? cache_rec_useless_after(&r.h) : r.h.access_time;
+        int64_t want = expiry ? cache_rec_useless_after(&r.h) : r.h.access_seq;
         if (t != want) {
             rc = check_fail(ck, "%s: stale entry for id %" PRIu64, name, id);
             break;

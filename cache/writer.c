@@ -354,22 +354,25 @@ int cache_invalidate(struct cache *c, struct str key, bool soft, cache_done_fn *
 }
 
 void cache_writer_touch(struct cache *c, const uint8_t keyhash[CACHE_KEYHASH_LEN], uint64_t id,
-                        int64_t now)
+                        int64_t seq)
 {
+    uint64_t now_seq = atomic_load_explicit(&c->seq_now, memory_order_relaxed);
+    uint64_t objects = atomic_load_explicit(&c->st_objects, memory_order_relaxed);
+    uint64_t behind = UTIL_MAX(objects / 4, 1);
+    if ((uint64_t)seq + behind >= now_seq)
+        return; /* still among the newest: nothing to do */
     size_t slot = id % ARRAY_SIZE(c->touch_id);
     if (atomic_load_explicit(&c->touch_id[slot], memory_order_relaxed) == id &&
-        now - atomic_load_explicit(&c->touch_time[slot], memory_order_relaxed) <
-            CACHE_TOUCH_INTERVAL)
-        return;
+        atomic_load_explicit(&c->touch_seq[slot], memory_order_relaxed) == now_seq)
+        return; /* already queued at this clock */
     /* Lossy by design: under a full inbox the LRU position just stays older. */
     if (atomic_load_explicit(&c->inbox_bytes, memory_order_relaxed) > c->inbox_max)
         return;
     atomic_store_explicit(&c->touch_id[slot], id, memory_order_relaxed);
-    atomic_store_explicit(&c->touch_time[slot], now, memory_order_relaxed);
+    atomic_store_explicit(&c->touch_seq[slot], now_seq, memory_order_relaxed);
     struct cache_wop *op = wop_new(WOP_TOUCH);
     op->id = id;
     memcpy(op->keyhash, keyhash, CACHE_KEYHASH_LEN);
-    op->now = now;
     enqueue(c, op);
 }
 
@@ -517,7 +520,7 @@ static int variant_delete(struct cache *c, MDB_txn *txn, const uint8_t *keyhash,
     if (ok) {
         if ((rc = index_time(txn, c->db_expiry, cache_rec_useless_after(&r.h), id, keyhash,
                              false)) != 0 ||
-            (rc = index_time(txn, c->db_access, r.h.access_time, id, keyhash, false)) != 0 ||
+            (rc = index_time(txn, c->db_access, r.h.access_seq, id, keyhash, false)) != 0 ||
             (rc = index_tags(c, txn, &r, keyhash, false)) != 0)
             goto out;
         uint64_t b = rec_bytes(&r);
@@ -577,7 +580,7 @@ static int record_insert(struct cache *c, MDB_txn *txn, const struct cache_rec *
         (rc = put_kv(txn, c->db_byid, ob + CACHE_KEYHASH_LEN, 8, keyhash, CACHE_KEYHASH_LEN)) ||
         (rc = index_time(txn, c->db_expiry, cache_rec_useless_after(&r->h), r->h.id, keyhash,
                          true)) != 0 ||
-        (rc = index_time(txn, c->db_access, r->h.access_time, r->h.id, keyhash, true)) != 0 ||
+        (rc = index_time(txn, c->db_access, r->h.access_seq, r->h.id, keyhash, true)) != 0 ||
         (rc = index_tags(c, txn, r, keyhash, true)) != 0)
         return rc;
     c->w_bytes += rec_bytes(r);
@@ -612,6 +615,9 @@ static int op_put_end(struct cache *c, MDB_txn *txn, struct cache_wop *op)
         op->err = op->put->failed;
         return cache_wr_chunks_delete(c, txn, op->id);
     }
+    /* The access clock is assigned at commit time: patch it into our own record. */
+    int64_t seq = (int64_t)++c->w_seq;
+    memcpy(op->data + offsetof(struct cache_rec_hdr, access_seq), &seq, sizeof(seq));
     struct cache_rec r;
     ASSERT(cache_rec_parse(op->data, op->len, &r) == 0);
     uint64_t *ids;
@@ -646,9 +652,9 @@ static int record_rewrite(struct cache *c, MDB_txn *txn, const uint8_t *keyhash,
     if (rc == 0 && ua_old != ua_new &&
         (rc = index_time(txn, c->db_expiry, ua_old, old->h.id, keyhash, false)) == 0)
         rc = index_time(txn, c->db_expiry, ua_new, old->h.id, keyhash, true);
-    if (rc == 0 && old->h.access_time != h->access_time &&
-        (rc = index_time(txn, c->db_access, old->h.access_time, old->h.id, keyhash, false)) == 0)
-        rc = index_time(txn, c->db_access, h->access_time, old->h.id, keyhash, true);
+    if (rc == 0 && old->h.access_seq != h->access_seq &&
+        (rc = index_time(txn, c->db_access, old->h.access_seq, old->h.id, keyhash, false)) == 0)
+        rc = index_time(txn, c->db_access, h->access_seq, old->h.id, keyhash, true);
     if (rc == 0)
         c->w_bytes = c->w_bytes - old->len + nb.len;
     buf_fini(&nb);
@@ -725,9 +731,9 @@ static int op_touch(struct cache *c, MDB_txn *txn, struct cache_wop *op)
     char *buf = NULL;
     struct cache_rec r;
     int rc = rec_fetch(c, txn, op->keyhash, op->id, &buf, &r);
-    if (rc == 0 && op->now - r.h.access_time >= CACHE_TOUCH_INTERVAL) {
+    if (rc == 0 && (uint64_t)r.h.access_seq < c->w_seq) {
         struct cache_rec_hdr h = r.h;
-        h.access_time = op->now;
+        h.access_seq = (int64_t)c->w_seq;
         rc = record_rewrite(c, txn, op->keyhash, &r, &h, NULL, NULL);
     } else if (rc == OP_ENOTFOUND || rc == OP_ECORRUPT) {
         rc = 0; /* replaced or evicted meanwhile */
@@ -750,6 +756,7 @@ static int meta_persist(struct cache *c, MDB_txn *txn)
 {
     int rc;
     if ((rc = meta_put_u64(c, txn, "next_id", atomic_load(&c->next_id))) != 0 ||
+        (rc = meta_put_u64(c, txn, "access_seq", c->w_seq)) != 0 ||
         (rc = meta_put_u64(c, txn, "bytes", c->w_bytes)) != 0 ||
         (rc = meta_put_u64(c, txn, "objects", c->w_objects)) != 0)
         return rc;
@@ -935,7 +942,7 @@ static void batch_fail(struct cache *c, struct cache_wop *ops, int err)
 
 static void batch_run(struct cache *c, struct cache_wop *ops)
 {
-    uint64_t bytes0 = c->w_bytes, objects0 = c->w_objects;
+    uint64_t bytes0 = c->w_bytes, objects0 = c->w_objects, seq0 = c->w_seq;
     for (struct cache_wop *op = ops; op != NULL; op = op->next)
         if (op->now > c->w_now && op->kind != WOP_CHUNK)
             c->w_now = op->now;
@@ -943,6 +950,7 @@ static void batch_run(struct cache *c, struct cache_wop *ops)
     if (rc != 0) {
         c->w_bytes = bytes0;
         c->w_objects = objects0;
+        c->w_seq = seq0;
         log_ratelimited(LOG_WARN, "cache %s: batch failed (%s), evicting and retrying", c->dir,
                         mdb_strerror(rc));
         /* Make room: the batch's size twice over plus an eighth of what is stored, and at
@@ -958,6 +966,7 @@ static void batch_run(struct cache *c, struct cache_wop *ops)
         if (rc != 0) {
             c->w_bytes = bytes0;
             c->w_objects = objects0;
+            c->w_seq = seq0;
             atomic_fetch_add(&c->st_write_errors, 1);
             log_ratelimited(LOG_ERR, "cache %s: dropping a batch of writes: %s", c->dir,
                             mdb_strerror(rc));
@@ -968,6 +977,7 @@ static void batch_run(struct cache *c, struct cache_wop *ops)
         atomic_fetch_add(&c->st_commits, 1);
         atomic_store(&c->st_bytes, c->w_bytes);
         atomic_store(&c->st_objects, c->w_objects);
+        atomic_store(&c->seq_now, c->w_seq);
         for (struct cache_wop *op = ops; op != NULL; op = op->next) {
             if (op->kind == WOP_CHUNK && op->err == 0) {
                 atomic_store_explicit(&op->put->committed, op->idx + 1, memory_order_release);
@@ -978,6 +988,9 @@ static void batch_run(struct cache *c, struct cache_wop *ops)
     /* Callbacks outside any transaction. */
     for (struct cache_wop *op = ops; op != NULL;) {
         struct cache_wop *next = op->next;
+        /* Before any callback, so that a cache_sync() caller sees the queue drained. */
+        atomic_fetch_sub(&c->inbox_bytes, op->qbytes);
+        atomic_fetch_sub(&c->st_queue_len, 1);
         if (op->put && op->put->notify_due) {
             op->put->notify_due = false;
             if (op->put->notify)
@@ -991,8 +1004,6 @@ static void batch_run(struct cache *c, struct cache_wop *ops)
             pthread_cond_signal(&op->sync->cond);
             pthread_mutex_unlock(&op->sync->lock);
         }
-        atomic_fetch_sub(&c->inbox_bytes, op->qbytes);
-        atomic_fetch_sub(&c->st_queue_len, 1);
         if (op->put)
             put_unref(op->put);
         free(op->data);

@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < o->n_tags; i++)
         cache_rec_sec_str(&ts, o->tags[i]);
     struct cache_rec_hdr h;
-    cache_rec_hdr_from_meta(&h, o->id, o->status, &o->meta, o->body_len, r.h.access_time);
+    cache_rec_hdr_from_meta(&h, o->id, o->status, &o->meta, o->body_len, r.h.access_seq);
     cache_rec_build(&out, &h, o->key, buf_str(&hs), nh, buf_str(&vs), (uint32_t)o->n_vary,
                     buf_str(&ts), (uint32_t)o->n_tags, o->body);
     ASSERT(out.len == size);

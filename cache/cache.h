@@ -90,10 +90,13 @@ struct cache_obj {
 /*
  * Find the variant of `key` that matches request headers `req` (every Vary'd header's
  * normalised value equal; with several matches, the most recent response). On success *out
- * holds a new reference. Also records the access for approximate LRU (asynchronously, at
- * most once per 60 s of `now` per variant). Returns 0, OP_ENOTFOUND, or an LMDB error (counted;
- * treated as a miss by the caller). A record that fails to decode is skipped and counted.
- * Cost: one short read txn (renewed per-thread, no malloc but the copy-out); no locks.
+ * holds a new reference. Also records the access for approximate LRU (asynchronously: a
+ * TOUCH is queued only when the variant has fallen more than objects/4 stores behind on the
+ * LRU clock, so hits alone never cause writes; see cache/cache_int.h). `now` is not needed
+ * for that and is kept for the freshness-aware callers. Returns 0, OP_ENOTFOUND, or an LMDB
+ * error (counted; treated as a miss by the caller). A record that fails to decode is skipped
+ * and counted. Cost: one short read txn (renewed per-thread, no malloc but the copy-out and,
+ * rarely, a queued TOUCH); no locks but the inbox's when a TOUCH is queued.
  */
 int cache_lookup(struct cache *c, struct str key, const struct http_headers *req, int64_t now,
                  struct cache_obj **out);

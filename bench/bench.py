@@ -880,6 +880,9 @@ def table(results, rows, peers, meta):
     out.append("Rounds: %d x %d s per row and peer, alternating peers; medians with (min..max). "
                "Server on CPU 0, load generator and origin on CPU 1." %
                (meta["rounds"], meta["duration"]))
+    for skipped in meta.get("skipped", []):
+        out.append("")
+        out.append("SKIP peer " + skipped)
     out.append("")
     for row in rows:
         out.append("### %s: %s" % (row, ROWS[row][2]))
@@ -1048,7 +1051,7 @@ def main(argv):
     results = {}
     started = datetime.datetime.now(datetime.timezone.utc)
     meta = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-            "versions": versions(), "command": "bench/run " + " ".join(argv),
+            "versions": versions(), "command": " ".join(["bench/run"] + argv),
             "rounds": args.rounds, "duration": args.duration, "connections": args.connections,
             "peers": args.peer_list, "rows": args.row_list}
     rc = 0
@@ -1064,7 +1067,7 @@ def main(argv):
             why = p.available()
             if why:
                 log("SKIP peer %s: %s" % (name, why))
-                print("SKIP peer %s: %s" % (name, why), flush=True)
+                meta.setdefault("skipped", []).append("%s (%s)" % (name, why))
                 for row in args.row_list:
                     results.setdefault(row, {})[name] = {"na": "skipped: " + why}
                 continue
@@ -1072,7 +1075,7 @@ def main(argv):
                 p.start()
             except Exception as e:
                 log("SKIP peer %s: failed to start: %s" % (name, e))
-                print("SKIP peer %s: failed to start" % name, flush=True)
+                meta.setdefault("skipped", []).append("%s (failed to start)" % name)
                 p.stop()
                 for row in args.row_list:
                     results.setdefault(row, {})[name] = {"na": "failed to start"}

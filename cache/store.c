@@ -338,7 +338,7 @@ fail:
     pthread_cond_destroy(&c->qcond);
     free(c->dir);
     free(c);
-    return rc;
+    return lmdb_err(rc);
 }
 
 void cache_close(struct cache **cp)
@@ -747,8 +747,9 @@ int cache_check(struct cache *c, char *err, size_t errlen)
         err[0] = '\0';
     int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0) {
-        snprintf(err, errlen, "mdb_txn_begin: %s", mdb_strerror(rc));
-        return rc;
+        if (err && errlen)
+            snprintf(err, errlen, "mdb_txn_begin: %s", mdb_strerror(rc));
+        return lmdb_err(rc);
     }
     uint64_t bytes = 0, objects = 0, chunks = 0, tags = 0, recorded_chunks = 0, ntags = 0;
     uint64_t m_bytes, m_objects;
@@ -780,6 +781,7 @@ int cache_check(struct cache *c, char *err, size_t errlen)
                             m_bytes, m_objects, bytes, objects);
     }
     mdb_txn_abort(txn);
+    rc = lmdb_err(rc);
     if (rc != 0 && !ck.bad && err && errlen)
         snprintf(err, errlen, "%s", op_strerror(rc));
     return rc;

@@ -201,6 +201,7 @@ enum xstate {
     XS_STREAM_FETCH = 2,/* streaming a fetch's body */
     XS_STREAM_OBJ = 3,  /* streaming a stored object's body */
     XS_DONE = 4,
+    XS_WAIT_COMMIT = 5, /* joined a complete fetch: wait until its object is in the cache */
 };
 
 struct exchange {
@@ -346,6 +347,12 @@ void fetch_reader_progress(struct fetch_reader *r);
 /* Stop collapsing onto `key` for a while (uncacheable answer). */
 void fetch_nocollapse_mark(struct edge *e, struct str key, int64_t until);
 bool fetch_nocollapse_check(struct edge *e, struct str key, int64_t now);
+/* For a complete fetch being stored: true once cache_lookup() can see the object (or it will
+ * never be stored); otherwise asks for a wake-up when it can. */
+bool fetch_reader_wait_commit(struct fetch_reader *r);
+/* Does `req` select the same variant as the request that started the fetch (its response's
+ * Vary)? Call once the head is available. */
+bool fetch_vary_matches(struct fetch *f, const struct http_headers *req);
 /* Is a shareable fetch for `key` in flight? */
 bool fetch_in_flight(struct edge *e, struct str key);
 /* Atomically: if the fetch has not reached FS_HEAD yet, ask for a wake-up. Returns the state. */

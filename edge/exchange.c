@@ -30,6 +30,7 @@
 #define READ_MAX (64 * 1024)
 
 static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may_join);
+static void lookup(struct exchange *x, bool may_join);
 static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_headers *headers,
                       const struct cache_meta *meta);
 static void pump_fetch(struct exchange *x);
@@ -211,6 +212,13 @@ static struct str host_of(struct str authority)
 static void reader_wake_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct exchange *x = arg;
+    if (x->state == XS_WAIT_COMMIT) {
+        if (fetch_reader_wait_commit(x->reader)) {
+            detach_fetch(x);
+            lookup(x, false);
+        }
+        return;
+    }
     if (x->state == XS_WAIT_FETCH)
         on_fetch_head(x);
     else if (x->state == XS_STREAM_FETCH)
@@ -244,7 +252,6 @@ void exchange_start(struct exchange *x)
 {
     struct edge *e = x->w->edge;
     const struct config *cfg = e->cfg;
-    int64_t now = edge_now(e);
     x->is_get = str_eq(x->method, STR_LIT("GET"));
     x->is_head = str_eq(x->method, STR_LIT("HEAD"));
     x->host = host_of(x->authority);
@@ -272,6 +279,14 @@ void exchange_start(struct exchange *x)
         bypass(x, false);
         return;
     }
+    lookup(x, true);
+}
+
+/* Look the key up and serve, revalidate or fetch. */
+static void lookup(struct exchange *x, bool may_join)
+{
+    struct edge *e = x->w->edge;
+    int64_t now = edge_now(e);
     struct cache_obj *obj = NULL;
     int err = cache_lookup(e->cache, x->key, &x->req, now, &obj);
     if (err == 0) {
@@ -300,7 +315,7 @@ void exchange_start(struct exchange *x)
                 return;
             }
             x->obj = obj;
-            start_fetch(x, obj, true);
+            start_fetch(x, obj, may_join);
             return;
         case CACHE_MISS:
         default:
@@ -312,7 +327,7 @@ void exchange_start(struct exchange *x)
         exchange_respond_error(x, 504, "not cached (only-if-cached)");
         return;
     }
-    start_fetch(x, NULL, true);
+    start_fetch(x, NULL, may_join);
 }
 
 static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may_join)
@@ -332,9 +347,19 @@ static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may
     if (may_join && !nocollapse)
         f = fetch_join(e, x->key, r);
     if (f) {
-        /* Joining a fetch whose body is complete (its commit is pending) is a hit. */
         const struct fetch_head *h;
-        x->xcache = fetch_get_state(f, &h) == FS_DONE ? XCACHE_HIT : XCACHE_COLLAPSED;
+        if (fetch_get_state(f, &h) == FS_DONE) {
+            /* Complete, its commit pending: wait a moment and take it from the cache, so
+             * that ranges, conditionals and freshness apply as for any hit. */
+            x->fetch = f;
+            x->state = XS_WAIT_COMMIT;
+            if (fetch_reader_wait_commit(r)) {
+                detach_fetch(x);
+                lookup(x, false);
+            }
+            return;
+        }
+        x->xcache = XCACHE_COLLAPSED;
     } else {
         x->xcache = XCACHE_MISS;
         struct fetch_params p = {
@@ -388,20 +413,25 @@ static void on_fetch_head(struct exchange *x)
                              h->timeout ? "upstream timed out" : "upstream unavailable");
         return;
     }
+    int64_t now = edge_now(x->w->edge);
+    if (!x->reader->initiator) {
+        /* We joined someone else's fetch: its answer must be one we could have taken from
+         * the cache (shareable, our Vary variant) and, when it was already complete, fresh
+         * enough for our request's Cache-Control. Otherwise ask the origin ourselves. */
+        bool ok = h->shareable && fetch_vary_matches(x->fetch, &x->req);
+        if (!ok) {
+            detach_fetch(x);
+            start_fetch(x, NULL, false);
+            return;
+        }
+    }
     snprintf(x->upstream_addr, sizeof(x->upstream_addr), "%s", h->upstream_addr);
     x->upstream_first_byte_us = h->first_byte_us;
-    if (!h->shareable && !x->reader->initiator) {
-        /* Not for us: the answer to someone else's request was private. Ask ourselves. */
-        detach_fetch(x);
-        start_fetch(x, NULL, false);
-        return;
-    }
     if (h->status >= 500 && x->obj && x->xcache != XCACHE_BYPASS &&
         cache_policy_stale_on_error(&x->obj->meta, &x->req_cc, edge_now(x->w->edge))) {
         serve_stale_or_error(x, h->status, "upstream error");
         return;
     }
-    int64_t now = edge_now(x->w->edge);
     if (h->obj) {
         /* 304 to our revalidation: serve the stored body with the refreshed headers. */
         struct http_headers *hh = xcalloc(1, sizeof(*hh));

@@ -89,6 +89,7 @@ struct fetch {
      * committed, so that the client's next GET cannot be served the old copy. */
     int inval_pending;
     enum fetch_state held_state;
+    bool committed; /* the stored object is visible to cache_lookup() */
 };
 
 static void fetch_unref(struct fetch *f);
@@ -262,6 +263,27 @@ void fetch_reader_progress(struct fetch_reader *r)
     pthread_mutex_unlock(&f->lock);
     if (kick)
         event_active(f->poll_ev, EV_TIMEOUT, 0);
+}
+
+bool fetch_vary_matches(struct fetch *f, const struct http_headers *req)
+{
+    /* Only called once the head is set (immutable from then on). */
+    size_t it = 0, pos = 0;
+    struct str name;
+    while (http_headers_list_next(&f->head.headers, "vary", &it, &pos, &name)) {
+        if (str_eq(name, STR_LIT("*")))
+            return false;
+        char lname[128], a[1024], b[1024];
+        str_to_cstr(name, lname, sizeof(lname));
+        for (char *p = lname; *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p |= 0x20;
+        size_t la = cache_vary_normalise(&f->req, lname, a, sizeof(a));
+        size_t lb = cache_vary_normalise(req, lname, b, sizeof(b));
+        if (la != lb || memcmp(a, b, la) != 0)
+            return false;
+    }
+    return true;
 }
 
 bool fetch_in_flight(struct edge *e, struct str key)
@@ -696,7 +718,22 @@ static void put_done_cb(void *arg, int err)
      * from now on, so the fetch leaves the table. */
     struct fetch *f = arg;
     table_remove(f);
+    pthread_mutex_lock(&f->lock);
+    f->committed = true;
+    wake_readers(f);
+    pthread_mutex_unlock(&f->lock);
     fetch_unref(f);
+}
+
+bool fetch_reader_wait_commit(struct fetch_reader *r)
+{
+    struct fetch *f = r->f;
+    pthread_mutex_lock(&f->lock);
+    bool done = f->committed || f->state == FS_FAILED;
+    if (!done)
+        r->waiting = true;
+    pthread_mutex_unlock(&f->lock);
+    return done;
 }
 
 static void on_up_done(void *arg)

@@ -1,6 +1,8 @@
 /*
  * edge/h1/conn.c: the HTTP/1.1 front end. One struct h1_conn per client connection, owned by
- * the worker that accepted it, driven by a libevent bufferevent.
+ * the worker that accepted it. I/O is done directly on the socket with evbuffers: reads on
+ * EV_READ, and writes attempted at once when a response is produced, with EV_WRITE armed only
+ * when the socket would block (a hit costs one read and one writev, no epoll_ctl churn).
  *
  * A connection carries one exchange at a time; pipelined requests wait in the input buffer
  * (reading is paused while it holds more than a head's worth) and are parsed when the current
@@ -12,7 +14,7 @@
  *
  * Timers: one per connection. idle_timeout while waiting for a new request, header_timeout
  * from the first byte of a head until it is complete (slowloris), body_timeout between
- * request body reads; send_timeout is the bufferevent's write timeout.
+ * request body reads; send_timeout bounds how long pending output may make no progress.
  * Errors found by the parser answer with the status the exchange maps them to and close the
  * connection (RFC 9112: after a framing error the stream cannot be trusted).
  */
@@ -33,6 +35,7 @@
 #define OUT_HIGH (256 * 1024) /* response bytes buffered before back-pressure */
 #define OUT_LOW (64 * 1024)
 #define REQ_BODY_BUFFER (1024 * 1024)
+#define IO_RETRIABLE(e) ((e) == EAGAIN || (e) == EWOULDBLOCK || (e) == EINTR)
 
 enum timer_kind {
     T_NONE = 0,
@@ -43,7 +46,14 @@ enum timer_kind {
 
 struct h1_conn {
     struct worker *w;
-    struct bufferevent *bev;
+    evutil_socket_t fd;
+    struct evbuffer *in;
+    struct evbuffer *out;
+    struct event *rev;
+    struct event *wev;
+    bool reading; /* rev is added */
+    bool eof;     /* the client shut down its sending side */
+    bool dead;    /* a write failed: close at the next callback */
     struct h1_conn *prev;
     struct h1_conn *next;
     char peer[64];
@@ -68,9 +78,9 @@ struct h1_conn {
     bool in_read; /* re-entrancy guard */
 };
 
-static void conn_read_cb(struct bufferevent *bev, void *arg);
-static void conn_write_cb(struct bufferevent *bev, void *arg);
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_flush(struct h1_conn *c);
 static void conn_process(struct h1_conn *c);
 static void conn_free(struct h1_conn *c);
 
@@ -85,6 +95,24 @@ static void timer_set(struct h1_conn *c, enum timer_kind kind, int64_t ms)
     }
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     evtimer_add(c->timer, &tv);
+}
+
+static void read_enable(struct h1_conn *c, bool on)
+{
+    if (on && !c->reading && !c->eof && !c->closing) {
+        event_add(c->rev, NULL);
+        c->reading = true;
+    } else if (!on && c->reading) {
+        event_del(c->rev);
+        c->reading = false;
+    }
+}
+
+/* Process buffered input from a fresh call stack (after a response, on resume). */
+static void process_later(struct h1_conn *c)
+{
+    if (evbuffer_get_length(c->in) > 0 || c->eof)
+        event_active(c->rev, EV_READ, 0);
 }
 
 static void conn_close_now(struct h1_conn *c)
@@ -103,14 +131,13 @@ static void conn_close_now(struct h1_conn *c)
 /* Close once everything queued has been written. */
 static void conn_close_after_flush(struct h1_conn *c)
 {
+    read_enable(c, false);
     c->closing = true;
     c->keep_alive = false;
-    bufferevent_disable(c->bev, EV_READ);
     timer_set(c, T_NONE, 0);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+    conn_flush(c);
+    if (evbuffer_get_length(c->out) == 0 || c->dead)
         conn_close_now(c);
-    else
-        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 }
 
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -183,14 +210,14 @@ void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr 
         snprintf(c->peer, sizeof(c->peer), "[%s]:%d", host, port);
     }
     (void)salen;
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    evutil_make_socket_nonblocking(fd);
+    c->fd = fd;
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+    c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
     c->timer = evtimer_new(w->base, conn_timer_cb, c);
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
-    struct timeval st = {(time_t)(cfg->send_timeout_ms / 1000),
-                         (suseconds_t)((cfg->send_timeout_ms % 1000) * 1000)};
-    bufferevent_set_timeouts(c->bev, NULL, &st);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    read_enable(c, true);
     c->keep_alive = true;
     c->next = w->conns;
     if (w->conns)
@@ -211,7 +238,11 @@ static void conn_free(struct h1_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     event_free(c->timer);
-    bufferevent_free(c->bev);
+    event_free(c->rev);
+    event_free(c->wev);
+    evbuffer_free(c->in);
+    evbuffer_free(c->out);
+    evutil_closesocket(c->fd);
     free(c->hdrs);
     atomic_fetch_sub(&w->edge->connections, 1);
     METRIC_ADD(w, connections, -1);
@@ -230,7 +261,7 @@ size_t h1_conn_close_idle(struct worker *w)
     struct h1_conn *c = w->conns;
     while (c) {
         struct h1_conn *next = c->next;
-        if (!c->x_active && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        if (!c->x_active && evbuffer_get_length(c->in) == 0)
             conn_close_now(c);
         else
             left++;
@@ -295,7 +326,7 @@ static struct str lower_dup(struct arena *a, struct str s)
 static bool conn_try_head(struct h1_conn *c)
 {
     const struct config *cfg = c->w->edge->cfg;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     size_t avail = evbuffer_get_length(in);
     if (avail == 0)
         return false;
@@ -376,7 +407,7 @@ static bool conn_try_head(struct h1_conn *c)
 static void conn_read_body(struct h1_conn *c)
 {
     const struct config *cfg = c->w->edge->cfg;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     struct evbuffer *out = evbuffer_new();
     bool eof = false;
     bool bad = false;
@@ -469,7 +500,7 @@ static void conn_process(struct h1_conn *c)
             continue;
         }
         if (c->reading_body && !c->body_paused &&
-            evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+            evbuffer_get_length(c->in) > 0) {
             conn_read_body(c);
             if (c->closed)
                 return;
@@ -479,48 +510,104 @@ static void conn_process(struct h1_conn *c)
     }
     /* Bound what pipelined clients can make us buffer while a response is in flight. */
     if (!c->closed && !c->closing) {
-        size_t inlen = evbuffer_get_length(bufferevent_get_input(c->bev));
+        size_t inlen = evbuffer_get_length(c->in);
         const struct config *cfg = c->w->edge->cfg;
         if (c->x_active && !c->reading_body && inlen > cfg->max_header_bytes)
-            bufferevent_disable(c->bev, EV_READ);
+            read_enable(c, false);
         else if (c->body_paused)
-            bufferevent_disable(c->bev, EV_READ);
+            read_enable(c, false);
         else
-            bufferevent_enable(c->bev, EV_READ);
+            read_enable(c, true);
     }
     c->in_read = false;
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *arg)
-{
-    conn_process(arg);
-}
-
-static void conn_write_cb(struct bufferevent *bev, void *arg)
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_conn *c = arg;
-    if (c->closing) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            conn_close_now(c);
+    if (c->dead) {
+        conn_close_now(c);
         return;
     }
-    if (c->x_active && c->x.head_sent && !c->x.finished)
-        exchange_on_writable(&c->x);
-}
-
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    struct h1_conn *c = arg;
-    if (what & BEV_EVENT_EOF) {
-        /* Half-close from the client: finish what is in flight only if the request is
-         * complete; HTTP/1.1 clients that shut down writing still read the answer. */
-        if (c->x_active && !c->reading_body && !c->x.finished) {
-            c->keep_alive = false;
-            bufferevent_disable(bev, EV_READ);
+    if (!c->eof && c->reading) {
+        int n = evbuffer_read(c->in, c->fd, 65536);
+        if (n == 0) {
+            c->eof = true;
+            read_enable(c, false);
+        } else if (n < 0 && !IO_RETRIABLE(errno)) {
+            conn_close_now(c);
             return;
         }
     }
-    conn_close_now(c);
+    conn_process(c);
+    if (c->closed)
+        return;
+    if (c->eof && !c->closing) {
+        /* A client that shut down writing still reads the answer to a complete request;
+         * anything else is over. */
+        if (c->x_active && !c->reading_body && !c->x.finished) {
+            c->keep_alive = false;
+        } else if (!c->x_active && evbuffer_get_length(c->out) == 0) {
+            conn_close_now(c);
+            return;
+        } else if (c->x_active && c->reading_body) {
+            conn_close_now(c);
+            return;
+        }
+    }
+    conn_flush(c);
+}
+
+/* Write what we can now; arm EV_WRITE (with the send timeout) only if the socket is full. */
+static void conn_flush(struct h1_conn *c)
+{
+    if (c->dead || c->closed)
+        return;
+    while (evbuffer_get_length(c->out) > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0) {
+            if (IO_RETRIABLE(errno))
+                break;
+            /* Peer gone. Closing here would pull the connection from under our caller. */
+            c->dead = true;
+            event_active(c->rev, EV_READ, 0);
+            return;
+        }
+        if (n == 0)
+            break;
+    }
+    if (evbuffer_get_length(c->out) > 0) {
+        if (!event_pending(c->wev, EV_WRITE, NULL)) {
+            int64_t ms = c->w->edge->cfg->send_timeout_ms;
+            struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+            event_add(c->wev, &tv);
+        }
+    } else if (event_pending(c->wev, EV_WRITE, NULL)) {
+        event_del(c->wev);
+    }
+}
+
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        conn_close_now(c); /* the client has not read anything for send_timeout */
+        return;
+    }
+    size_t before = evbuffer_get_length(c->out);
+    conn_flush(c);
+    if (c->dead) {
+        conn_close_now(c);
+        return;
+    }
+    size_t after = evbuffer_get_length(c->out);
+    if (c->closing) {
+        if (after == 0)
+            conn_close_now(c);
+        return;
+    }
+    if (after < before && after < OUT_LOW && c->x_active && c->x.head_sent && !c->x.finished)
+        exchange_on_writable(&c->x);
 }
 
 /* ---- transport_ops ------------------------------------------------------------------------ */
@@ -566,7 +653,7 @@ static const char *reason_phrase(int status)
 static void h1_send_head(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     if (c->closing || c->closed)
         return;
     /* The exchange decides about bodies; we decide about framing. */
@@ -612,7 +699,7 @@ static void h1_send_body(struct exchange *x, struct evbuffer *data)
         evbuffer_drain(data, len);
         return;
     }
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     if (c->resp_chunked) {
         evbuffer_add_printf(out, "%zx\r\n", len);
         evbuffer_add_buffer(out, data);
@@ -621,12 +708,13 @@ static void h1_send_body(struct exchange *x, struct evbuffer *data)
         evbuffer_add_buffer(out, data);
     }
     METRIC_ADD(c->w, bytes_sent, len);
+    conn_flush(c);
 }
 
 static size_t h1_body_space(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
-    size_t len = evbuffer_get_length(bufferevent_get_output(c->bev));
+    size_t len = evbuffer_get_length(c->out);
     return len >= OUT_HIGH ? 0 : OUT_HIGH - len;
 }
 
@@ -634,7 +722,7 @@ static size_t h1_body_space(struct exchange *x)
 static void h1_finish(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     if (c->resp_chunked)
         evbuffer_add(out, "0\r\n\r\n", 5);
     x->finished = true;
@@ -647,10 +735,10 @@ static void h1_finish(struct exchange *x)
         return;
     }
     timer_set(c, T_IDLE, cfg->idle_timeout_ms);
+    conn_flush(c);
     /* Never parse the next request from inside the previous exchange's call stack. */
-    bufferevent_enable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+    read_enable(c, true);
+    process_later(c);
 }
 
 static void h1_abort(struct exchange *x)
@@ -668,7 +756,7 @@ static void h1_pause_body(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
     c->body_paused = true;
-    bufferevent_disable(c->bev, EV_READ);
+    read_enable(c, false);
 }
 
 static void h1_resume_body(struct exchange *x)
@@ -677,16 +765,17 @@ static void h1_resume_body(struct exchange *x)
     if (!c->body_paused)
         return;
     c->body_paused = false;
-    bufferevent_enable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+    read_enable(c, true);
+    process_later(c);
 }
 
 static void h1_send_continue(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
-    if (x->http_minor >= 1)
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (x->http_minor >= 1) {
+        evbuffer_add(c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        conn_flush(c);
+    }
 }
 
 static const struct transport_ops h1_ops = {

@@ -111,3 +111,19 @@ def test_range_on_miss_fills_cache(outpost, origin, proto):
     part = curl(outpost.url("/r7"), headers={"Range": "bytes=5000-5009"}, http=proto)
     assert part.status == 206 and part.body == BODY[5000:5010]
     assert origin.count("/r7") == 1
+
+
+def test_range_right_after_fill_on_one_connection(outpost, origin):
+    # the Range request arrives just after the fetch that filled the cache completed
+    from harness import RawConn, get_req
+    origin.route("/r8", headers={"Cache-Control": "max-age=600"}, body=BODY, etag='"rg"')
+    with RawConn(outpost) as c:
+        c.send(get_req("/r8"))
+        assert c.read_response().body == BODY
+        c.send(get_req("/r8", extra="Range: bytes=0-9\r\n"))
+        r1 = c.read_response()
+        c.send(get_req("/r8", extra="Range: bytes=20000-30000\r\n"))
+        r2 = c.read_response()
+    assert (r1.status, r1.body) == (206, BODY[:10]), "got %d (X-Cache %s)" % (r1.status,
+                                                                            r1.xcache)
+    assert r2.status == 416 and r2.h("content-range") == "bytes */%d" % N

@@ -92,6 +92,10 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "records are memcpy'd l
 #define CACHE_OBJKEY_LEN (CACHE_KEYHASH_LEN + 8)
 #define CACHE_CHUNKKEY_LEN 12
 #define CACHE_TAG_INLINE_MAX 480
+/* Magics of the structs that cross threads (STYLE.md rule 16), checked on every entry. */
+#define CACHE_MAGIC 0x43414348u /* struct cache */
+#define CACHE_PUT_MAGIC 0x43505554u /* struct cache_put */
+#define CACHE_CHECK(c) ASSERT((c) != NULL && (c)->magic == CACHE_MAGIC)
 
 struct cache_rec_hdr {
     uint32_t magic;
@@ -254,6 +258,7 @@ struct cache_wop; /* writer.c */
 struct cache_rtxn;
 
 struct cache {
+    uint32_t magic; /* CACHE_MAGIC; cleared by cache_close() */
     /* immutable after cache_open() */
     struct cache_options opt;
     char *dir;

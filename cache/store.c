@@ -286,6 +286,7 @@ int cache_open(struct cache **out, const struct cache_options *opt)
     if (mkdir(opt->dir, 0700) != 0 && errno != EEXIST)
         return -errno;
     struct cache *c = xcalloc(1, sizeof(*c));
+    c->magic = CACHE_MAGIC;
     c->opt = *opt;
     c->dir = xstrdup(opt->dir);
     c->opt.dir = c->dir;
@@ -346,6 +347,7 @@ void cache_close(struct cache **cp)
     struct cache *c = *cp;
     if (c == NULL)
         return;
+    CACHE_CHECK(c);
     *cp = NULL;
     cache_writer_stop(c);
     /* Only this thread's slots can be cleared; other threads' slots hold a stale gen that
@@ -366,6 +368,7 @@ void cache_close(struct cache **cp)
     pthread_mutex_destroy(&c->qlock);
     pthread_cond_destroy(&c->qcond);
     free(c->dir);
+    c->magic = 0;
     free(c);
 }
 
@@ -375,6 +378,7 @@ int cache_lookup(struct cache *c, struct str key, const struct http_headers *req
                  struct cache_obj **out)
 {
     uint8_t kb[CACHE_OBJKEY_LEN];
+    CACHE_CHECK(c);
     *out = NULL;
     if (key.len == 0 || key.len > CACHE_KEY_MAX)
         return OP_ENOTFOUND;
@@ -453,6 +457,7 @@ void cache_obj_unref(struct cache_obj **op)
 int cache_chunk_read(struct cache *c, uint64_t id, uint32_t idx, cache_sink_fn *sink, void *arg)
 {
     uint8_t kb[CACHE_CHUNKKEY_LEN];
+    CACHE_CHECK(c);
     cache_be64_put(kb, id);
     cache_be32_put(kb + 8, idx);
     struct cache_rtxn *rt;
@@ -471,6 +476,7 @@ int cache_chunk_read(struct cache *c, uint64_t id, uint32_t idx, cache_sink_fn *
 
 void cache_stats_get(struct cache *c, struct cache_stats *out)
 {
+    CACHE_CHECK(c);
     memset(out, 0, sizeof(*out));
     out->objects = atomic_load_explicit(&c->st_objects, memory_order_relaxed);
     out->bytes = atomic_load_explicit(&c->st_bytes, memory_order_relaxed);
@@ -743,6 +749,7 @@ int cache_check(struct cache *c, char *err, size_t errlen)
 {
     struct check ck = {err, errlen, false};
     MDB_txn *txn;
+    CACHE_CHECK(c);
     if (err && errlen)
         err[0] = '\0';
     int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);

@@ -82,6 +82,7 @@ struct cache_wop {
 };
 
 struct cache_put {
+    uint32_t magic; /* CACHE_PUT_MAGIC; cleared when freed */
     struct cache *c;
     _Atomic int refs;
     _Atomic uint32_t committed;
@@ -118,6 +119,7 @@ static void put_unref(struct cache_put *p)
 {
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
         return;
+    p->magic = 0;
     free(p->chunk);
     buf_fini(&p->key);
     buf_fini(&p->hdrs);
@@ -173,6 +175,7 @@ static void queue_chunk(struct cache_put *p)
 
 int cache_put_begin(struct cache *c, const struct cache_put_info *info, struct cache_put **out)
 {
+    CACHE_CHECK(c);
     *out = NULL;
     if (info->key.len == 0 || info->key.len > CACHE_KEY_MAX)
         return OP_EINVAL;
@@ -182,6 +185,7 @@ int cache_put_begin(struct cache *c, const struct cache_put_info *info, struct c
         (uint64_t)info->content_length > c->opt.max_object_size)
         return OP_ETOOBIG;
     struct cache_put *p = xcalloc(1, sizeof(*p));
+    p->magic = CACHE_PUT_MAGIC;
     p->c = c;
     atomic_init(&p->refs, 1);
     p->id = atomic_fetch_add(&c->next_id, 1);
@@ -209,22 +213,26 @@ int cache_put_begin(struct cache *c, const struct cache_put_info *info, struct c
 
 uint64_t cache_put_id(const struct cache_put *p)
 {
+    ASSERT(p->magic == CACHE_PUT_MAGIC);
     return p->id;
 }
 
 uint32_t cache_put_committed(const struct cache_put *p)
 {
+    ASSERT(p->magic == CACHE_PUT_MAGIC);
     return atomic_load_explicit(&((struct cache_put *)p)->committed, memory_order_acquire);
 }
 
 void cache_put_set_notify(struct cache_put *p, cache_done_fn *fn, void *arg)
 {
+    ASSERT(p->magic == CACHE_PUT_MAGIC);
     p->notify = fn;
     p->notify_arg = arg;
 }
 
 int cache_put_append(struct cache_put *p, const void *data, size_t len)
 {
+    ASSERT(p->magic == CACHE_PUT_MAGIC);
     struct cache *c = p->c;
     const char *d = data;
     if (p->dead)
@@ -273,6 +281,7 @@ void cache_put_abort(struct cache_put **pp)
     struct cache_put *p = *pp;
     if (p == NULL)
         return;
+    ASSERT(p->magic == CACHE_PUT_MAGIC);
     *pp = NULL;
     put_kill(p);
 }
@@ -280,6 +289,7 @@ void cache_put_abort(struct cache_put **pp)
 int cache_put_end(struct cache_put **pp, cache_done_fn *done, void *arg)
 {
     struct cache_put *p = *pp;
+    ASSERT(p != NULL && p->magic == CACHE_PUT_MAGIC);
     *pp = NULL;
     if (p->dead) {
         int err = p->dead;
@@ -324,6 +334,7 @@ int cache_put_end(struct cache_put **pp, cache_done_fn *done, void *arg)
 int cache_update(struct cache *c, uint64_t id, const struct http_headers *headers,
                  const struct cache_meta *meta, int64_t now)
 {
+    CACHE_CHECK(c);
     struct buf b;
     buf_init(&b);
     struct cache_wop *op = wop_new(WOP_UPDATE);
@@ -340,6 +351,7 @@ int cache_update(struct cache *c, uint64_t id, const struct http_headers *header
 
 int cache_invalidate(struct cache *c, struct str key, bool soft, cache_done_fn *done, void *arg)
 {
+    CACHE_CHECK(c);
     if (key.len == 0 || key.len > CACHE_KEY_MAX)
         return OP_EINVAL;
     struct cache_wop *op = wop_new(WOP_INVALIDATE);
@@ -378,6 +390,8 @@ void cache_writer_touch(struct cache *c, const uint8_t keyhash[CACHE_KEYHASH_LEN
 
 void cache_sync(struct cache *c)
 {
+    CACHE_CHECK(c);
+    ASSERT(!pthread_equal(pthread_self(), c->writer)); /* would wait for itself */
     struct wsync s;
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.cond, NULL);

@@ -105,6 +105,11 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, &tv);
 }
 
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    h1_conn_reap(arg);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -152,6 +157,7 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
         if (w->base == NULL)
             util_oom(0);
         w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
+        w->reap_ev = event_new(w->base, -1, 0, reap_cb, w);
         w->listeners = xcalloc(cfg->n_listen, sizeof(*w->listeners));
         for (size_t j = 0; j < cfg->n_listen; j++) {
             int err = bind_listener(w, &cfg->listen[j], &w->listeners[j]);
@@ -223,6 +229,10 @@ void edge_destroy(struct edge **ep)
             upstream_pools_fini(w);
         if (w->stop_ev)
             event_free(w->stop_ev);
+        if (w->reap_ev) {
+            h1_conn_reap(w);
+            event_free(w->reap_ev);
+        }
         if (w->base)
             event_base_free(w->base);
     }

@@ -136,6 +136,7 @@ struct worker {
     size_t n_pools;
     struct metrics metrics;
     struct h1_conn *conns;       /* open client connections (list, for shutdown) */
+    struct h1_conn *reap;        /* closed connections freed at the end of the iteration */
     bool stopping;
 };
 
@@ -398,6 +399,8 @@ void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr 
 void h1_conn_close_all(struct worker *w);
 /* Close connections that wait for a request (graceful stop); returns how many remain. */
 size_t h1_conn_close_idle(struct worker *w);
+/* Free connections closed during this loop iteration (the worker's reap event). */
+void h1_conn_reap(struct worker *w);
 
 /* ---- admin ------------------------------------------------------------------------------- */
 

@@ -53,11 +53,16 @@ void buf_append_cstr(struct buf *b, const char *s)
 
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 {
+    char tmp[512];
     va_list ap2;
     va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap2);
     va_end(ap2);
     ASSERT(n >= 0);
+    if ((size_t)n < sizeof(tmp)) {
+        buf_append(b, tmp, (size_t)n);
+        return;
+    }
     char *dst = buf_reserve(b, (size_t)n);
     vsnprintf(dst, (size_t)n + 1, fmt, ap);
     b->len += (size_t)n;

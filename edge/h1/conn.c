@@ -228,6 +228,8 @@ void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr 
     timer_set(c, T_HEADER, cfg->header_timeout_ms);
 }
 
+/* Release the socket and events now; the memory goes at the end of the loop iteration, so
+ * that callers up the stack may still look at c->closed (STYLE.md rule 20). */
 static void conn_free(struct h1_conn *c)
 {
     struct worker *w = c->w;
@@ -246,7 +248,18 @@ static void conn_free(struct h1_conn *c)
     free(c->hdrs);
     atomic_fetch_sub(&w->edge->connections, 1);
     METRIC_ADD(w, connections, -1);
-    free(c);
+    c->next = w->reap;
+    w->reap = c;
+    event_active(w->reap_ev, EV_READ, 0);
+}
+
+void h1_conn_reap(struct worker *w)
+{
+    while (w->reap) {
+        struct h1_conn *c = w->reap;
+        w->reap = c->next;
+        free(c);
+    }
 }
 
 void h1_conn_close_all(struct worker *w)

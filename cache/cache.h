@@ -170,6 +170,11 @@ int cache_update(struct cache *c, uint64_t id, const struct http_headers *header
  * over-long key, else 0. */
 int cache_invalidate(struct cache *c, struct str key, bool soft, cache_done_fn *done, void *arg);
 
+/* Invalidate every variant stored with surrogate key `tag` (cache_put_info.tags), whatever its
+ * URL: hard removes, soft marks CACHE_F_STALE. Same results as cache_invalidate(). */
+int cache_invalidate_tag(struct cache *c, struct str tag, bool soft, cache_done_fn *done,
+                         void *arg);
+
 /* Block until every operation queued so far is committed (tests, shutdown). Never from a
  * done/notify callback (that is the writer thread: it would wait for itself). */
 void cache_sync(struct cache *c);

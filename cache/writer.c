@@ -53,6 +53,7 @@ enum wop_kind {
     WOP_INVALIDATE = 5,
     WOP_TOUCH = 6,
     WOP_SYNC = 7,
+    WOP_INVALIDATE_TAG = 8,
 };
 
 struct wsync {
@@ -358,6 +359,20 @@ int cache_invalidate(struct cache *c, struct str key, bool soft, cache_done_fn *
     op->data = xmemdup(key.p, key.len);
     op->len = key.len;
     cache_keyhash(key, op->keyhash);
+    op->soft = soft;
+    op->done = done;
+    op->arg = arg;
+    enqueue(c, op);
+    return 0;
+}
+
+int cache_invalidate_tag(struct cache *c, struct str tag, bool soft, cache_done_fn *done, void *arg)
+{
+    CACHE_CHECK(c);
+    struct cache_wop *op = wop_new(WOP_INVALIDATE_TAG);
+    op->data = xmemdup(tag.p, tag.len);
+    op->len = tag.len;
+    op->qbytes = tag.len;
     op->soft = soft;
     op->done = done;
     op->arg = arg;
@@ -740,6 +755,58 @@ static int op_invalidate(struct cache *c, MDB_txn *txn, struct cache_wop *op)
     return rc;
 }
 
+static int op_invalidate_tag(struct cache *c, MDB_txn *txn, struct cache_wop *op)
+{
+    uint8_t tk[CACHE_TAG_INLINE_MAX];
+    size_t tl;
+    cache_tag_dbkey(str_make(op->data, op->len), tk, &tl);
+    /* Collect first: invalidating deletes or rewrites what the cursor walks. */
+    uint8_t(*objs)[CACHE_OBJKEY_LEN] = NULL;
+    size_t n = 0, cap = 0;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, c->db_tags, &cur);
+    if (rc != 0)
+        return rc;
+    MDB_val k = {tl, tk}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        if (v.mv_size != CACHE_OBJKEY_LEN)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            objs = xrealloc(objs, cap * sizeof(*objs));
+        }
+        memcpy(objs[n++], v.mv_data, CACHE_OBJKEY_LEN);
+    }
+    mdb_cursor_close(cur);
+    rc = rc == MDB_NOTFOUND ? 0 : rc;
+    size_t done = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        uint64_t id = cache_be64_get(objs[i] + CACHE_KEYHASH_LEN);
+        char *buf = NULL;
+        struct cache_rec r;
+        rc = rec_fetch(c, txn, objs[i], id, &buf, &r);
+        if (rc == OP_ENOTFOUND || rc == OP_ECORRUPT) {
+            free(buf);
+            rc = 0; /* stale index entry: cache_check reports it */
+            continue;
+        }
+        if (rc == 0 && !op->soft) {
+            rc = variant_delete(c, txn, objs[i], id);
+        } else if (rc == 0 && !(r.h.meta_flags & CACHE_F_STALE)) {
+            struct cache_rec_hdr h = r.h;
+            h.meta_flags |= CACHE_F_STALE;
+            rc = record_rewrite(c, txn, objs[i], &r, &h, NULL, NULL);
+        }
+        done += rc == 0;
+        free(buf);
+    }
+    free(objs);
+    if (rc == 0 && done == 0)
+        op->err = OP_ENOTFOUND;
+    return rc;
+}
+
 static int op_touch(struct cache *c, MDB_txn *txn, struct cache_wop *op)
 {
     char *buf = NULL;
@@ -917,6 +984,9 @@ static int batch_apply(struct cache *c, struct cache_wop *ops)
             break;
         case WOP_TOUCH:
             rc = op_touch(c, txn, op);
+            break;
+        case WOP_INVALIDATE_TAG:
+            rc = op_invalidate_tag(c, txn, op);
             break;
         case WOP_SYNC:
             break;

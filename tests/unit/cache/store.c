@@ -411,6 +411,59 @@ static void test_variants(void)
     rmdir_all(dir);
 }
 
+static void test_invalidate_tag(void)
+{
+    char *dir = tmpdir();
+    struct cache_options o = opts(dir);
+    struct cache *c;
+    cache_open(&c, &o);
+    struct str ta[] = {S("t-a"), S("all")};
+    struct str tb[] = {S("t-b"), S("all")};
+    struct cache_vary gz[] = {{S("accept-encoding"), S("gzip")}};
+    put(c, &(struct put_args){.key = "tag/a", .len = 100, .tags = ta, .n_tags = 2}, NULL, NULL);
+    put(c,
+        &(struct put_args){
+            .key = "tag/a", .len = 90000, .tags = ta, .n_tags = 2, .vary = gz, .n_vary = 1},
+        NULL, NULL);
+    put(c, &(struct put_args){.key = "tag/b", .len = 100, .tags = tb, .n_tags = 2}, NULL, NULL);
+    put(c, &(struct put_args){.key = "tag/c", .len = 100}, NULL, NULL);
+    cache_sync(c);
+    struct done_rec d = {0};
+    is_int(cache_invalidate_tag(c, S("t-a"), true, on_done, &d), 0, "soft purge by tag queued");
+    cache_sync(c);
+    ok(d.calls == 1 && d.err == 0, "done(0)");
+    struct cache_obj *obj;
+    struct http_headers req;
+    http_headers_init(&req);
+    ok(lookup(c, "tag/a", &req, &obj) == 0 && (obj->meta.flags & CACHE_F_STALE), "a: stale");
+    cache_obj_unref(&obj);
+    http_headers_add(&req, S("Accept-Encoding"), S("gzip"));
+    ok(lookup(c, "tag/a", &req, &obj) == 0 && (obj->meta.flags & CACHE_F_STALE) &&
+           body_ok(c, obj, 0),
+       "a (gzip variant): stale, body intact");
+    cache_obj_unref(&obj);
+    ok(lookup(c, "tag/b", NULL, &obj) == 0 && !(obj->meta.flags & CACHE_F_STALE), "b: untouched");
+    cache_obj_unref(&obj);
+    check_ok(c, "soft purge by tag");
+    cache_invalidate_tag(c, S("all"), false, on_done, &d);
+    cache_sync(c);
+    ok(d.calls == 2 && d.err == 0, "hard purge by tag: done(0)");
+    ok(lookup(c, "tag/a", &req, &obj) == OP_ENOTFOUND &&
+           lookup(c, "tag/a", NULL, &obj) == OP_ENOTFOUND &&
+           lookup(c, "tag/b", NULL, &obj) == OP_ENOTFOUND,
+       "every variant tagged `all` is gone");
+    ok(lookup(c, "tag/c", NULL, &obj) == 0, "the untagged object stays");
+    cache_obj_unref(&obj);
+    is_int(db_count(c, c->db_tags), 0, "tag index empty");
+    cache_invalidate_tag(c, S("all"), false, on_done, &d);
+    cache_sync(c);
+    ok(d.calls == 3 && d.err == OP_ENOTFOUND, "purging an unknown tag: done(OP_ENOTFOUND)");
+    check_ok(c, "hard purge by tag");
+    http_headers_fini(&req);
+    cache_close(&c);
+    rmdir_all(dir);
+}
+
 static void test_update_and_persistence(void)
 {
     char *dir = tmpdir();
@@ -935,6 +988,7 @@ int main(void)
 {
     test_small_and_chunked();
     test_variants();
+    test_invalidate_tag();
     test_update_and_persistence();
     test_eviction();
     test_lru_hot();

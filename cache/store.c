@@ -759,7 +759,7 @@ int cache_check(struct cache *c, char *err, size_t errlen)
         return lmdb_err(rc);
     }
     uint64_t bytes = 0, objects = 0, chunks = 0, tags = 0, recorded_chunks = 0, ntags = 0;
-    uint64_t m_bytes, m_objects;
+    uint64_t m_bytes, m_objects, m_next_id;
     rc = check_objects(c, txn, &ck, &bytes, &objects, &chunks, &tags);
     if (rc == 0)
         rc = check_chunks(c, txn, &ck, &recorded_chunks);
@@ -781,6 +781,12 @@ int cache_check(struct cache *c, char *err, size_t errlen)
                 &ck, "indices: byid/expiry/access counts differ from %" PRIu64 " objects", objects);
         else if (ntags != tags)
             rc = check_fail(&ck, "tags: %" PRIu64 " entries, %" PRIu64 " expected", ntags, tags);
+        else if ((rc = meta_get_u64(txn, c->db_meta, "next_id", &m_next_id)) != 0)
+            ;
+        else if (UTIL_MAX(last_id_of(txn, c->db_byid), last_id_of(txn, c->db_chunks)) >=
+                 UTIL_MAX(m_next_id, 1)) /* ids start at 1; 0 = empty */
+            rc = check_fail(&ck, "meta: next_id %" PRIu64 " is not above every stored id",
+                            m_next_id);
         else if (m_bytes != bytes || m_objects != objects)
             rc = check_fail(&ck,
                             "accounting: meta says %" PRIu64 " bytes %" PRIu64

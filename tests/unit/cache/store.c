@@ -225,6 +225,7 @@ static void test_small_and_chunked(void)
     struct cache_options o = opts(dir);
     struct cache *c;
     is_int(cache_open(&c, &o), 0, "open");
+    check_ok(c, "open of an empty cache");
     struct str tags[] = {S("t1"), S("product-9")};
     struct put_args a = {
         .key = "example.com/small", .gen = 1, .len = 1000, .tags = tags, .n_tags = 2};

@@ -311,7 +311,7 @@ int cache_put_end(struct cache_put **pp, cache_done_fn *done, void *arg)
     struct cache_rec_hdr h;
     struct buf rec;
     buf_init(&rec);
-    cache_rec_hdr_from_meta(&h, p->id, p->status, &p->meta, p->body_len, p->now);
+    cache_rec_hdr_from_meta(&h, p->id, p->status, &p->meta, p->body_len, 0 /* set at commit */);
     ASSERT(h.n_chunks == p->n_queued);
     cache_rec_build(&rec, &h, buf_str(&p->key), buf_str(&p->hdrs), p->n_hdrs, buf_str(&p->vary),
                     p->n_vary, buf_str(&p->tags), p->n_tags, body);

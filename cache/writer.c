@@ -1044,6 +1044,16 @@ static void batch_run(struct cache *c, struct cache_wop *ops)
             batch_bytes += op->len;
         uint64_t free_bytes = UTIL_MIN(c->w_bytes, 2 * batch_bytes + c->w_bytes / 8);
         evict(c, UTIL_MIN(c->low_bytes, c->w_bytes - free_bytes), 1);
+        /* LMDB reuses the pages freed by transaction T only from T + 2 on (T - 1's snapshot
+         * must stay intact until T's meta page is durable): commit one small transaction so
+         * that the retry can use what the eviction freed. */
+        MDB_txn *nudge;
+        if (mdb_txn_begin(c->env, NULL, 0, &nudge) == 0) {
+            if (meta_persist(c, nudge) == 0)
+                mdb_txn_commit(nudge);
+            else
+                mdb_txn_abort(nudge);
+        }
         bytes0 = c->w_bytes;
         objects0 = c->w_objects;
         rc = batch_apply(c, ops);

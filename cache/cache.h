@@ -51,8 +51,9 @@ struct cache_options {
 };
 
 /* Open (creating if needed) the cache in opt->dir and start its writer thread. Discards the
- * chunks of objects that were being written when the process last died. Errors: -errno, LMDB
- * codes, OP_ECORRUPT (schema version mismatch). */
+ * chunks of objects that were being written when the process last died. Zero options get the
+ * defaults shown above. Errors: OP_EINVAL (no dir, max_size 0), -errno, LMDB codes,
+ * OP_ECORRUPT (schema version mismatch, logged). Disk layout: cache/cache_int.h. */
 int cache_open(struct cache **out, const struct cache_options *opt);
 /* Drain the writer queue, commit, stop the writer and close. Clears *c. Every cache_put must
  * have been ended or aborted, and no other thread may be inside a cache_* call on this cache.
@@ -159,7 +160,9 @@ void cache_put_set_notify(struct cache_put *p, cache_done_fn *fn, void *arg);
 
 /*
  * Replace the headers and metadata of a stored variant (after a 304 revalidation), keeping
- * its body. Asynchronous; OP_ENOTFOUND at commit if it is gone meanwhile.
+ * its body, id and place in the LRU order; the expiry index follows the new metadata.
+ * Asynchronous and unreported: if the variant is gone meanwhile (replaced, evicted,
+ * invalidated) the update is dropped at commit. `headers` are copied before returning.
  */
 int cache_update(struct cache *c, uint64_t id, const struct http_headers *headers,
                  const struct cache_meta *meta, int64_t now);
@@ -195,13 +198,18 @@ struct cache_stats {
 };
 void cache_stats_get(struct cache *c, struct cache_stats *out);
 
-/* Walk the whole environment and check its invariants (every record's chunks present and of
- * the right size, accounting matches, no orphan chunks, indices consistent). 0 if consistent,
- * OP_ECORRUPT with a message in err[] otherwise. Safe while running (one read txn). */
+/* Walk the whole environment and check its invariants (every record decodes and is filed
+ * under its key's hash, its chunks present and of the right size, no chunk without a record
+ * or pending entry, every index entry pointing at its record and back, accounting and the id
+ * counter match). 0 if consistent, OP_ECORRUPT with a message in err[] (may be NULL)
+ * otherwise, or an LMDB error. Safe while running (one read txn: a consistent snapshot), but
+ * a full scan: for tests, startup checks and the admin API, not the request path. */
 int cache_check(struct cache *c, char *err, size_t errlen);
 
 /* Normalise a request header value for Vary matching: combine all lines of `name` with ", ",
- * collapse runs of whitespace, trim. Result in `out` (caller's buffer; truncated to cap). */
+ * collapse runs of whitespace, trim. Result in `out` (caller's buffer; truncated to cap, not
+ * NUL-terminated); returns the length written, at most cap. An absent header gives 0.
+ * Pure; any thread. */
 size_t cache_vary_normalise(const struct http_headers *req, const char *name, char *out,
                             size_t cap);
 

@@ -379,6 +379,7 @@ int cache_lookup(struct cache *c, struct str key, const struct http_headers *req
 {
     uint8_t kb[CACHE_OBJKEY_LEN];
     CACHE_CHECK(c);
+    (void)now; /* the LRU clock is logical (cache_int.h); freshness is the caller's */
     *out = NULL;
     if (key.len == 0 || key.len > CACHE_KEY_MAX)
         return OP_ENOTFOUND;

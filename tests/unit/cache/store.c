@@ -789,6 +789,85 @@ static void test_crash_pending(void)
     rmdir_all(dir);
 }
 
+/* The oracle must be able to fail: damage the store behind the writer's back. */
+static void test_check_detects(void)
+{
+    char *dir = tmpdir();
+    struct cache_options o = opts(dir);
+    struct cache *c;
+    cache_open(&c, &o);
+    uint64_t id;
+    put(c, &(struct put_args){.key = "bad/key", .len = 500}, &id, NULL);
+    put(c, &(struct put_args){.key = "bad/big", .len = 100000}, NULL, NULL);
+    cache_sync(c);
+    check_ok(c, "two puts");
+    uint8_t ob[CACHE_OBJKEY_LEN];
+    cache_keyhash(S("bad/key"), ob);
+    cache_be64_put(ob + CACHE_KEYHASH_LEN, id);
+    MDB_txn *txn;
+    MDB_val k = {sizeof(ob), ob}, v;
+    ASSERT(mdb_txn_begin(c->env, NULL, 0, &txn) == 0);
+    ASSERT(mdb_get(txn, c->db_objects, &k, &v) == 0);
+    char *saved = xmemdup(v.mv_data, v.mv_size);
+    size_t saved_len = v.mv_size;
+    char *bad = xmemdup(saved, saved_len);
+    bad[0] ^= 0x55; /* magic */
+    MDB_val bv = {saved_len, bad};
+    ASSERT(mdb_put(txn, c->db_objects, &k, &bv, 0) == 0);
+    ASSERT(mdb_txn_commit(txn) == 0);
+    struct cache_obj *obj;
+    is_int(lookup(c, "bad/key", NULL, &obj), OP_ENOTFOUND, "a corrupt record is never served");
+    struct cache_stats st;
+    cache_stats_get(c, &st);
+    ok(st.corrupt_records >= 1, "and counted");
+    char err[256];
+    is_int(cache_check(c, err, sizeof(err)), OP_ECORRUPT, "cache_check reports it");
+    ok(strstr(err, "does not decode") != NULL, "with a message: %s", err);
+
+    /* Restore it, then add a chunk that belongs to nobody. */
+    ASSERT(mdb_txn_begin(c->env, NULL, 0, &txn) == 0);
+    MDB_val sv = {saved_len, saved};
+    ASSERT(mdb_put(txn, c->db_objects, &k, &sv, 0) == 0);
+    uint8_t ck[CACHE_CHUNKKEY_LEN];
+    cache_be64_put(ck, id + 1000);
+    cache_be32_put(ck + 8, 0);
+    MDB_val ckv = {sizeof(ck), ck}, cvv = {3, "abc"};
+    ASSERT(mdb_put(txn, c->db_chunks, &ckv, &cvv, 0) == 0);
+    ASSERT(mdb_txn_commit(txn) == 0);
+    is_int(cache_check(c, err, sizeof(err)), OP_ECORRUPT, "an orphan chunk is reported");
+    ok(strstr(err, "orphan") != NULL, "as an orphan: %s", err);
+
+    /* Remove the orphan; break the accounting instead. */
+    ASSERT(mdb_txn_begin(c->env, NULL, 0, &txn) == 0);
+    ASSERT(mdb_del(txn, c->db_chunks, &ckv, NULL) == 0);
+    uint64_t wrong = 1;
+    MDB_val mk = {5, "bytes"}, mv = {8, &wrong};
+    ASSERT(mdb_put(txn, c->db_meta, &mk, &mv, 0) == 0);
+    ASSERT(mdb_txn_commit(txn) == 0);
+    is_int(cache_check(c, err, sizeof(err)), OP_ECORRUPT, "wrong accounting is reported");
+    ok(strstr(err, "accounting") != NULL, "as accounting: %s", err);
+
+    /* A missing chunk of a committed object. */
+    cache_sync(c); /* the writer rewrites the true counters at its next commit */
+    put(c, &(struct put_args){.key = "bad/other", .len = 10}, NULL, NULL);
+    cache_sync(c);
+    check_ok(c, "the writer's next commit restored the counters");
+    ok(lookup(c, "bad/big", NULL, &obj) == 0, "bad/big found");
+    uint64_t big_id = obj ? obj->id : 0;
+    cache_obj_unref(&obj);
+    ASSERT(mdb_txn_begin(c->env, NULL, 0, &txn) == 0);
+    cache_be64_put(ck, big_id);
+    cache_be32_put(ck + 8, 1);
+    ASSERT(mdb_del(txn, c->db_chunks, &ckv, NULL) == 0);
+    ASSERT(mdb_txn_commit(txn) == 0);
+    is_int(cache_check(c, err, sizeof(err)), OP_ECORRUPT, "a missing chunk is reported");
+    ok(strstr(err, "chunk 1 missing") != NULL, "as missing: %s", err);
+    free(saved);
+    free(bad);
+    cache_close(&c);
+    rmdir_all(dir);
+}
+
 static void test_schema(void)
 {
     char *dir = tmpdir();
@@ -998,6 +1077,7 @@ int main(void)
     test_map_full();
     test_crash_pending();
     test_schema();
+    test_check_detects();
     test_concurrent();
     measure();
     return tap_done();

@@ -614,10 +614,10 @@ static void on_up_head(void *arg, const struct h1_response *resp, const char *bu
             f->put = NULL;
             METRIC_INC(f->owner, store_skipped);
         }
-        nocollapse_clear(e, f->key);
-    } else if (f->keyed && !f->private_) {
-        fetch_nocollapse_mark(e, f->key, now + NOCOLLAPSE_TTL);
     }
+    /* The no-collapse table is under e->fetch_lock, which is taken before f->lock: update
+     * it after unlocking (lock order: fetch_lock, then a fetch's lock). */
+    int nocollapse_op = storable ? 1 : (f->keyed && !f->private_) ? 2 : 0;
     h->storing = f->storing;
     bool will_invalidate =
         f->invalidate && cache_policy_invalidates(f->method, resp->status) && f->keyed;
@@ -627,6 +627,10 @@ static void on_up_head(void *arg, const struct h1_response *resp, const char *bu
     wake_readers(f);
     bool unwanted = f->readers == NULL && !f->storing;
     pthread_mutex_unlock(&f->lock);
+    if (nocollapse_op == 1)
+        nocollapse_clear(e, f->key);
+    else if (nocollapse_op == 2)
+        fetch_nocollapse_mark(e, f->key, now + NOCOLLAPSE_TTL);
     if (!h->shareable || !f->storing)
         table_remove(f);
     if (unwanted && f->poll_ev)

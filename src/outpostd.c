@@ -68,8 +68,10 @@ int main(int argc, char **argv)
         return 1;
     }
     r = edge_run(e);
-    edge_destroy(&e);
+    /* The cache writer calls back into the edge (commit notifications): drain and stop it
+     * before the edge goes away. */
     cache_close(&cache);
+    edge_destroy(&e);
     conf_free(&cfg);
     log_msg(LOG_INFO, "stopped");
     return r == 0 ? 0 : 1;

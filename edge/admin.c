@@ -192,8 +192,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     conn_free(arg);
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
 {
     struct admin *a = arg;
     struct admin_conn *c = xcalloc(1, sizeof(*c));
@@ -215,9 +215,9 @@ int admin_start(struct edge *e, struct event_base *base, struct admin **out)
     }
     struct admin *a = xcalloc(1, sizeof(*a));
     a->e = e;
-    a->l = evconnlistener_new_bind(base, accept_cb, a,
-                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-                                   64, (struct sockaddr *)&ss, sslen);
+    a->l = evconnlistener_new_bind(
+        base, accept_cb, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 64,
+        (struct sockaddr *)&ss, sslen);
     if (a->l == NULL) {
         int err = errno;
         log_msg(LOG_ERR, "admin %s: %s", e->cfg->admin.text, strerror(err));

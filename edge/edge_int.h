@@ -130,13 +130,13 @@ struct worker {
     struct event_base *base;
     struct evconnlistener **listeners;
     size_t n_listeners;
-    struct event *stop_ev;       /* activated from the main thread to stop */
-    struct event *reap_ev;       /* deferred frees, end of loop iteration */
+    struct event *stop_ev; /* activated from the main thread to stop */
+    struct event *reap_ev; /* deferred frees, end of loop iteration */
     struct upstream_pool *pools; /* one per origin server of every site */
     size_t n_pools;
     struct metrics metrics;
-    struct h1_conn *conns;       /* open client connections (list, for shutdown) */
-    struct h1_conn *reap;        /* closed connections freed at the end of the iteration */
+    struct h1_conn *conns; /* open client connections (list, for shutdown) */
+    struct h1_conn *reap; /* closed connections freed at the end of the iteration */
     bool stopping;
 };
 
@@ -147,8 +147,8 @@ struct edge {
     size_t n_workers;
     int64_t start_time;
     _Atomic int64_t clock_offset; /* seconds; debug_api only */
-    _Atomic int64_t connections;  /* shared: all workers, for max_connections */
-    FILE *access_log;             /* shared: writes are single fwrite of a whole line + lock */
+    _Atomic int64_t connections; /* shared: all workers, for max_connections */
+    FILE *access_log; /* shared: writes are single fwrite of a whole line + lock */
     pthread_mutex_t log_lock;
     struct admin *admin;
     /* fetch table for request collapsing: shared, lock `fetch_lock` */
@@ -198,9 +198,9 @@ struct transport_ops {
 
 enum xstate {
     XS_NEW = 0,
-    XS_WAIT_FETCH = 1,  /* waiting for a fetch's response head */
-    XS_STREAM_FETCH = 2,/* streaming a fetch's body */
-    XS_STREAM_OBJ = 3,  /* streaming a stored object's body */
+    XS_WAIT_FETCH = 1, /* waiting for a fetch's response head */
+    XS_STREAM_FETCH = 2, /* streaming a fetch's body */
+    XS_STREAM_OBJ = 3, /* streaming a stored object's body */
     XS_DONE = 4,
     XS_WAIT_COMMIT = 5, /* joined a complete fetch: wait until its object is in the cache */
 };
@@ -215,9 +215,9 @@ struct exchange {
     struct str method;
     struct str scheme;
     struct str authority; /* lower-cased host[:port] */
-    struct str host;      /* authority without port */
-    struct str path;      /* path?query */
-    int http_minor;       /* HTTP/1.x clients: for the response line */
+    struct str host; /* authority without port */
+    struct str path; /* path?query */
+    int http_minor; /* HTTP/1.x clients: for the response line */
     struct http_headers req;
     bool req_has_body;
     int64_t req_content_length; /* -1: chunked / unknown */
@@ -234,20 +234,20 @@ struct exchange {
     struct http_cc req_cc;
     enum xcache xcache;
     enum xstate state;
-    struct cache_obj *obj;     /* stored object served or being revalidated */
+    struct cache_obj *obj; /* stored object served or being revalidated */
     bool obj_stale_ok_on_error;
-    struct fetch *fetch;       /* fetch read from */
+    struct fetch *fetch; /* fetch read from */
     struct fetch_reader *reader;
     struct evbuffer *req_body; /* request body waiting for the upstream */
 
     /* response, as sent */
     int status;
     struct http_headers resp;
-    int64_t resp_length;       /* Content-Length sent; -1 unknown (chunked/close) */
+    int64_t resp_length; /* Content-Length sent; -1 unknown (chunked/close) */
     bool head_sent;
-    bool no_body;              /* HEAD, 304, 204 ... */
+    bool no_body; /* HEAD, 304, 204 ... */
     uint64_t body_sent;
-    uint64_t body_to_send;     /* for ranges/objects: remaining */
+    uint64_t body_to_send; /* for ranges/objects: remaining */
     /* serving a stored object: the byte ranges still to send */
     struct http_range ranges[16];
     size_t n_ranges;
@@ -257,9 +257,9 @@ struct exchange {
     bool multipart;
     int part_state;
     struct http_headers *obj_headers; /* headers to serve the object with (304 refresh) */
-    char *chunk_mem;           /* the chunk of the object being sent */
+    char *chunk_mem; /* the chunk of the object being sent */
     size_t chunk_len;
-    uint32_t chunk_idx;        /* index loaded in chunk_mem; UINT32_MAX if none */
+    uint32_t chunk_idx; /* index loaded in chunk_mem; UINT32_MAX if none */
     struct evbuffer *tmp;
     char upstream_addr[80];
     int64_t upstream_first_byte_us;
@@ -289,30 +289,30 @@ void exchange_log(struct exchange *x);
 
 enum fetch_state {
     FS_CONNECTING = 0,
-    FS_HEAD = 1,    /* response head received; body streaming */
-    FS_DONE = 2,    /* body complete */
-    FS_FAILED = 3,  /* failed before or during the body */
+    FS_HEAD = 1, /* response head received; body streaming */
+    FS_DONE = 2, /* body complete */
+    FS_FAILED = 3, /* failed before or during the body */
 };
 
 /* What a reader sees of a fetch. */
 struct fetch_reader {
     struct fetch *f;
     struct exchange *x;
-    struct event *wake;       /* on the reader's worker */
-    uint64_t pos;             /* body bytes consumed */
+    struct event *wake; /* on the reader's worker */
+    uint64_t pos; /* body bytes consumed */
     struct fetch_reader *next;
-    bool waiting;   /* wants a wake-up on the next event of the fetch (under the fetch lock) */
+    bool waiting; /* wants a wake-up on the next event of the fetch (under the fetch lock) */
     bool initiator; /* the request that started the fetch: may use an unshareable answer */
 };
 
 struct fetch_params {
-    struct str key;               /* empty: private fetch, never shared nor stored */
-    struct exchange *x;           /* the request to send (method, headers, body) */
-    struct cache_obj *validate;   /* stored object to revalidate (conditional request) */
-    bool background;              /* no reader: a revalidation nobody waits for */
-    bool no_join;                 /* keyed (may be stored) but not joinable: hit-for-miss */
-    bool private_;                /* never shared nor stored (BYPASS); `key` only invalidates */
-    bool invalidate;              /* unsafe method: invalidate `key` after a success */
+    struct str key; /* empty: private fetch, never shared nor stored */
+    struct exchange *x; /* the request to send (method, headers, body) */
+    struct cache_obj *validate; /* stored object to revalidate (conditional request) */
+    bool background; /* no reader: a revalidation nobody waits for */
+    bool no_join; /* keyed (may be stored) but not joinable: hit-for-miss */
+    bool private_; /* never shared nor stored (BYPASS); `key` only invalidates */
+    bool invalidate; /* unsafe method: invalidate `key` after a success */
 };
 
 /* Find a shareable in-flight fetch for `key` and join it, or return NULL. */
@@ -329,14 +329,14 @@ size_t fetch_read(struct fetch_reader *r, struct evbuffer *out, size_t max, bool
 struct fetch_head {
     int status;
     struct http_headers headers; /* as received, hop-by-hop removed */
-    int64_t content_length;      /* -1 unknown */
+    int64_t content_length; /* -1 unknown */
     struct cache_meta meta;
-    bool storing;                /* being stored: shareable */
-    bool shareable;              /* readers may use this response */
-    struct cache_obj *obj;       /* 304 revalidation: serve this stored object */
+    bool storing; /* being stored: shareable */
+    bool shareable; /* readers may use this response */
+    struct cache_obj *obj; /* 304 revalidation: serve this stored object */
     char upstream_addr[80];
     int64_t first_byte_us;
-    bool timeout;                /* FS_FAILED because of a timeout (504, else 502) */
+    bool timeout; /* FS_FAILED because of a timeout (504, else 502) */
 };
 /* Forward request body bytes of a private fetch to its upstream. */
 void fetch_send_req_body(struct fetch *f, struct evbuffer *data, bool eof);

@@ -37,9 +37,8 @@ static void pump_fetch(struct exchange *x);
 static void pump_obj(struct exchange *x);
 static void on_fetch_head(struct exchange *x);
 
-static const char *const xcache_names[XCACHE_COUNT] = {"HIT",         "MISS",   "COLLAPSED",
-                                                       "STALE",       "REVALIDATED", "BYPASS",
-                                                       "NONE"};
+static const char *const xcache_names[XCACHE_COUNT] = {
+    "HIT", "MISS", "COLLAPSED", "STALE", "REVALIDATED", "BYPASS", "NONE"};
 
 const char *xcache_name(enum xcache c)
 {
@@ -148,8 +147,9 @@ static void response_headers(struct exchange *x, const struct http_headers *src,
     if (age >= 0)
         add_hdr(x, "Age", arena_printf(&x->arena, "%lld", (long long)age));
     if (via.len)
-        add_hdr(x, "Via", arena_printf(&x->arena, "%.*s, 1.1 %s (outpost)", (int)via.len, via.p,
-                                       cfg->node_name));
+        add_hdr(
+            x, "Via",
+            arena_printf(&x->arena, "%.*s, 1.1 %s (outpost)", (int)via.len, via.p, cfg->node_name));
     else
         add_hdr(x, "Via", arena_printf(&x->arena, "1.1 %s (outpost)", cfg->node_name));
     if (x->xcache != XCACHE_NONE)
@@ -269,8 +269,8 @@ void exchange_start(struct exchange *x)
     struct str auth = x->authority;
     if (auth.len > 3 && memcmp(auth.p + auth.len - 3, ":80", 3) == 0)
         auth.len -= 3;
-    x->key = arena_printf(&x->arena, "%.*s%.*s", (int)auth.len, auth.p, (int)x->path.len,
-                          x->path.p);
+    x->key =
+        arena_printf(&x->arena, "%.*s%.*s", (int)auth.len, auth.p, (int)x->path.len, x->path.p);
     if (!x->is_get && !x->is_head) {
         bypass(x, true);
         return;
@@ -381,7 +381,8 @@ static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may
 static bool client_has_conditionals(const struct exchange *x)
 {
     return http_headers_get(&x->req, "if-none-match") ||
-           http_headers_get(&x->req, "if-modified-since") || http_headers_get(&x->req, "if-match") ||
+           http_headers_get(&x->req, "if-modified-since") ||
+           http_headers_get(&x->req, "if-match") ||
            http_headers_get(&x->req, "if-unmodified-since");
 }
 
@@ -466,8 +467,8 @@ static void on_fetch_head(struct exchange *x)
     x->no_body = x->is_head;
     if (shared && x->status == 200 && client_has_conditionals(x)) {
         const struct http_header *et = http_headers_get(&src, "etag");
-        enum http_cond_result c = http_cond_evaluate(&x->req, et ? et->value : STR_NULL,
-                                                     h->meta.last_modified, true);
+        enum http_cond_result c =
+            http_cond_evaluate(&x->req, et ? et->value : STR_NULL, h->meta.last_modified, true);
         if (c == HTTP_COND_NOT_MODIFIED) {
             x->status = 304;
             x->no_body = true;
@@ -502,8 +503,8 @@ static void pump_fetch(struct exchange *x)
         if (space == 0)
             return; /* exchange_on_writable() resumes */
         bool eof = false, failed = false;
-        size_t n = fetch_read(x->reader, x->tmp, space < READ_MAX ? space : READ_MAX, &eof,
-                              &failed);
+        size_t n =
+            fetch_read(x->reader, x->tmp, space < READ_MAX ? space : READ_MAX, &eof, &failed);
         if (n) {
             x->body_sent += n;
             x->ops->send_body(x, x->tmp);
@@ -620,8 +621,8 @@ static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_hea
             response_headers(x, src, age, now);
             http_headers_remove(&x->resp, "content-type");
             http_headers_remove(&x->resp, "content-range");
-            add_hdr(x, "Content-Range", arena_printf(&x->arena, "bytes */%llu",
-                                                     (unsigned long long)len));
+            add_hdr(x, "Content-Range",
+                    arena_printf(&x->arena, "bytes */%llu", (unsigned long long)len));
             x->resp_length = 0;
             x->no_body = true;
             x->ops->send_head(x);
@@ -644,8 +645,8 @@ static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_hea
         x->status = 206;
         x->multipart = true;
         const struct http_header *ct = http_headers_get(src, "content-type");
-        x->boundary = arena_printf(&x->arena, "outpost%016llx%08x",
-                                   (unsigned long long)obj->id, (unsigned)x->body_sent ^ 0x5bd1e995u);
+        x->boundary = arena_printf(&x->arena, "outpost%016llx%08x", (unsigned long long)obj->id,
+                                   (unsigned)x->body_sent ^ 0x5bd1e995u);
         int64_t total = 0;
         for (size_t i = 0; i < x->n_ranges; i++) {
             struct str ph = arena_printf(
@@ -658,8 +659,9 @@ static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_hea
         }
         total += (int64_t)x->boundary.len + 8; /* "\r\n--" B "--\r\n" */
         http_headers_remove(&x->resp, "content-type");
-        add_hdr(x, "Content-Type", arena_printf(&x->arena, "multipart/byteranges; boundary=%.*s",
-                                                (int)x->boundary.len, x->boundary.p));
+        add_hdr(x, "Content-Type",
+                arena_printf(&x->arena, "multipart/byteranges; boundary=%.*s", (int)x->boundary.len,
+                             x->boundary.p));
         x->resp_length = total;
     } else {
         if (len > 0) {
@@ -722,8 +724,8 @@ static void pump_obj(struct exchange *x)
         struct http_range *r = &x->ranges[x->range_idx];
         if (x->multipart && x->part_state == 0) {
             if (ct == NULL)
-                ct = http_headers_get(x->obj_headers ? x->obj_headers : &o->headers,
-                                      "content-type");
+                ct =
+                    http_headers_get(x->obj_headers ? x->obj_headers : &o->headers, "content-type");
             evbuffer_add_printf(x->tmp, "\r\n--%.*s\r\n", (int)x->boundary.len, x->boundary.p);
             if (ct)
                 evbuffer_add_printf(x->tmp, "Content-Type: %.*s\r\n", (int)ct->value.len,
@@ -795,16 +797,15 @@ void exchange_log(struct exchange *x)
     else
         snprintf(fb, sizeof(fb), "-");
     char line[2048];
-    int n = snprintf(line, sizeof(line),
-                     "%s.%03ldZ %s \"%.*s %.*s HTTP/1.%d\" %d %llu %s %s %.3f %s \"%.*s\"\n", when,
-                     ts.tv_nsec / 1000000, x->client_addr[0] ? x->client_addr : "-",
-                     x->method.len ? (int)x->method.len : 1, x->method.len ? x->method.p : "-",
-                     x->path.len ? (int)(x->path.len > 1024 ? 1024 : x->path.len) : 1,
-                     x->path.len ? x->path.p : "-", x->http_minor, x->status,
-                     (unsigned long long)x->body_sent,
-                     x->xcache == XCACHE_NONE ? "-" : xcache_name(x->xcache),
-                     x->upstream_addr[0] ? x->upstream_addr : "-", total_ms, fb,
-                     x->host.len ? (int)x->host.len : 1, x->host.len ? x->host.p : "-");
+    int n = snprintf(
+        line, sizeof(line), "%s.%03ldZ %s \"%.*s %.*s HTTP/1.%d\" %d %llu %s %s %.3f %s \"%.*s\"\n",
+        when, ts.tv_nsec / 1000000, x->client_addr[0] ? x->client_addr : "-",
+        x->method.len ? (int)x->method.len : 1, x->method.len ? x->method.p : "-",
+        x->path.len ? (int)(x->path.len > 1024 ? 1024 : x->path.len) : 1,
+        x->path.len ? x->path.p : "-", x->http_minor, x->status, (unsigned long long)x->body_sent,
+        x->xcache == XCACHE_NONE ? "-" : xcache_name(x->xcache),
+        x->upstream_addr[0] ? x->upstream_addr : "-", total_ms, fb,
+        x->host.len ? (int)x->host.len : 1, x->host.len ? x->host.p : "-");
     if (n <= 0)
         return;
     if ((size_t)n >= sizeof(line))

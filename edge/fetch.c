@@ -39,15 +39,15 @@ struct fetch {
     /* immutable after fetch_start */
     struct edge *e;
     struct worker *owner;
-    struct str key;         /* in `arena`; empty for a private fetch */
+    struct str key; /* in `arena`; empty for a private fetch */
     bool keyed;
-    bool private_;          /* never shared nor stored */
+    bool private_; /* never shared nor stored */
     const struct conf_site *site;
     struct arena arena;
-    struct str method;      /* as sent upstream */
+    struct str method; /* as sent upstream */
     struct str authority;
     struct str path;
-    struct http_headers req;/* the initiator's request headers (copies in `arena`) */
+    struct http_headers req; /* the initiator's request headers (copies in `arena`) */
     char client_addr[64];
     struct cache_obj *validate;
     bool invalidate;
@@ -57,7 +57,7 @@ struct fetch {
     /* owner */
     struct upstream *u;
     struct cache_put *put;
-    struct event *poll_ev;  /* while paused: checks commits / reader progress */
+    struct event *poll_ev; /* while paused: checks commits / reader progress */
     struct exchange *body_src;
     struct evbuffer *req_body_pending;
     bool req_eof;
@@ -65,7 +65,7 @@ struct fetch {
     int64_t request_time;
     int64_t t_sent_us;
     bool owner_done;
-    bool registered;        /* in the table: under e->fetch_lock */
+    bool registered; /* in the table: under e->fetch_lock */
     struct fetch *tab_next; /* under e->fetch_lock */
     uint64_t hash;
 
@@ -82,7 +82,7 @@ struct fetch {
     uint64_t body_len;
     uint64_t put_id;
     bool storing;
-    bool store_lost;        /* a put was aborted after chunks were released */
+    bool store_lost; /* a put was aborted after chunks were released */
     bool paused;
     struct fetch_reader *readers;
     /* An unsafe method's answer is held back from readers until its invalidations are
@@ -241,8 +241,8 @@ void fetch_reader_detach(struct fetch_reader *r)
         pp = &(*pp)->next;
     if (*pp)
         *pp = r->next;
-    bool kick = (f->paused && !f->storing) ||
-                (f->readers == NULL && !f->storing && f->state == FS_HEAD);
+    bool kick =
+        (f->paused && !f->storing) || (f->readers == NULL && !f->storing && f->state == FS_HEAD);
     if (f->body_src && r->x == f->body_src)
         f->body_src = NULL;
     pthread_mutex_unlock(&f->lock);
@@ -339,8 +339,7 @@ static void chunk_sink(void *arg, const void *data, size_t len)
     s->copied = n;
 }
 
-size_t fetch_read(struct fetch_reader *r, struct evbuffer *out, size_t max, bool *eof,
-                  bool *failed)
+size_t fetch_read(struct fetch_reader *r, struct evbuffer *out, size_t max, bool *eof, bool *failed)
 {
     struct fetch *f = r->f;
     *eof = false;
@@ -573,9 +572,9 @@ static void on_up_head(void *arg, const struct h1_response *resp, const char *bu
     h->status = resp->status;
     h->headers = kept;
     cache_policy_meta(resp->status, &kept, f->request_time, now, &f->site->policy, &h->meta);
-    bool storable = !f->private_ && f->keyed && str_eq(f->method, STR_LIT("GET")) &&
-                    cache_policy_storable(f->method, &f->req, resp->status, &kept,
-                                          &f->site->policy);
+    bool storable =
+        !f->private_ && f->keyed && str_eq(f->method, STR_LIT("GET")) &&
+        cache_policy_storable(f->method, &f->req, resp->status, &kept, &f->site->policy);
     h->shareable = storable;
     if (storable) {
         struct cache_vary vary[16];
@@ -784,7 +783,9 @@ static void on_up_error(void *arg, enum upstream_err err, bool any_byte)
     }
     log_ratelimited(LOG_WARN, "upstream: %.*s%.*s failed (%s)", (int)f->authority.len,
                     f->authority.p, (int)f->path.len, f->path.p,
-                    err == UPERR_TIMEOUT ? "timeout" : err == UPERR_CONNECT ? "connect" : "error");
+                    err == UPERR_TIMEOUT   ? "timeout"
+                    : err == UPERR_CONNECT ? "connect"
+                                           : "error");
     pthread_mutex_lock(&f->lock);
     f->head.timeout = err == UPERR_TIMEOUT;
     f->state = FS_FAILED;
@@ -833,9 +834,8 @@ static bool send_request(struct fetch *f)
 {
     const struct config *cfg = f->e->cfg;
     struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "%.*s %.*s HTTP/1.1\r\nHost: %.*s\r\n", (int)f->method.len,
-                        f->method.p, (int)f->path.len, f->path.p, (int)f->authority.len,
-                        f->authority.p);
+    evbuffer_add_printf(b, "%.*s %.*s HTTP/1.1\r\nHost: %.*s\r\n", (int)f->method.len, f->method.p,
+                        (int)f->path.len, f->path.p, (int)f->authority.len, f->authority.p);
     const struct http_header *xff = NULL, *fwd = NULL, *via = NULL;
     for (size_t i = 0; i < f->req.n; i++) {
         struct str n = f->req.v[i].name;
@@ -869,8 +869,8 @@ static bool send_request(struct fetch *f)
             rb[1] = '\0';
     }
     if (xff)
-        evbuffer_add_printf(b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value.len,
-                            xff->value.p, ip[0] == '[' ? ip : ip);
+        evbuffer_add_printf(b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value.len, xff->value.p,
+                            ip[0] == '[' ? ip : ip);
     else
         evbuffer_add_printf(b, "X-Forwarded-For: %s\r\n", ip);
     if (fwd)
@@ -881,8 +881,8 @@ static bool send_request(struct fetch *f)
         evbuffer_add_printf(b, "Forwarded: for=\"%s\";host=\"%.*s\";proto=http\r\n", ip,
                             (int)f->authority.len, f->authority.p);
     if (via)
-        evbuffer_add_printf(b, "Via: %.*s, 1.1 %s (outpost)\r\n", (int)via->value.len,
-                            via->value.p, cfg->node_name);
+        evbuffer_add_printf(b, "Via: %.*s, 1.1 %s (outpost)\r\n", (int)via->value.len, via->value.p,
+                            cfg->node_name);
     else
         evbuffer_add_printf(b, "Via: 1.1 %s (outpost)\r\n", cfg->node_name);
     if (f->validate) {

@@ -17,10 +17,18 @@ static const int tracked_codes[METRICS_CODES - 1] = {
 static const double lat_bounds[METRICS_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                        0.1,   0.25,   0.5,   1.0,  2.5,   10.0};
 
-static const char *const reject_names[REJECT_COUNT] = {
-    "syntax",         "smuggling",       "uri_too_long",  "headers_too_large",
-    "version",        "te_unsupported",  "host",          "method",
-    "body_too_large", "header_timeout",  "too_many_connections", "expectation"};
+static const char *const reject_names[REJECT_COUNT] = {"syntax",
+                                                       "smuggling",
+                                                       "uri_too_long",
+                                                       "headers_too_large",
+                                                       "version",
+                                                       "te_unsupported",
+                                                       "host",
+                                                       "method",
+                                                       "body_too_large",
+                                                       "header_timeout",
+                                                       "too_many_connections",
+                                                       "expectation"};
 
 static const char *const uperr_names[UPERR_COUNT] = {"connect", "timeout", "reset", "protocol"};
 
@@ -88,33 +96,36 @@ void metrics_render(struct edge *e, struct buf *out)
         buf_printf(out, "outpost_http_rejected_total{reason=\"%s\"} %" PRIu64 "\n", reject_names[r],
                    SUM(rejected[r]));
     uint64_t hits = SUM(hits), misses = SUM(misses);
-    buf_printf(out, "# HELP outpost_cache_hit_ratio Hits / (hits + misses) since start.\n"
-                    "# TYPE outpost_cache_hit_ratio gauge\noutpost_cache_hit_ratio %.6f\n",
+    buf_printf(out,
+               "# HELP outpost_cache_hit_ratio Hits / (hits + misses) since start.\n"
+               "# TYPE outpost_cache_hit_ratio gauge\noutpost_cache_hit_ratio %.6f\n",
                hits + misses ? (double)hits / (double)(hits + misses) : 0.0);
-    buf_printf(out, "# TYPE outpost_cache_hits_total counter\noutpost_cache_hits_total %" PRIu64
-                    "\n# TYPE outpost_cache_misses_total counter\noutpost_cache_misses_total %" PRIu64
-                    "\n",
+    buf_printf(out,
+               "# TYPE outpost_cache_hits_total counter\noutpost_cache_hits_total %" PRIu64
+               "\n# TYPE outpost_cache_misses_total counter\noutpost_cache_misses_total %" PRIu64
+               "\n",
                hits, misses);
     struct cache_stats cs;
     cache_stats_get(e->cache, &cs);
+    buf_printf(
+        out,
+        "# TYPE outpost_cache_objects gauge\noutpost_cache_objects %" PRIu64 "\n"
+        "# TYPE outpost_cache_bytes gauge\noutpost_cache_bytes %" PRIu64 "\n"
+        "# TYPE outpost_cache_max_bytes gauge\noutpost_cache_max_bytes %" PRIu64 "\n"
+        "# TYPE outpost_cache_evictions_total counter\noutpost_cache_evictions_total %" PRIu64 "\n"
+        "# TYPE outpost_cache_write_errors_total counter\n"
+        "outpost_cache_write_errors_total %" PRIu64 "\n"
+        "# TYPE outpost_cache_store_skipped_total counter\n"
+        "outpost_cache_store_skipped_total %" PRIu64 "\n",
+        cs.objects, cs.bytes, cs.max_size, cs.evictions, cs.write_errors, SUM(store_skipped));
     buf_printf(out,
-               "# TYPE outpost_cache_objects gauge\noutpost_cache_objects %" PRIu64 "\n"
-               "# TYPE outpost_cache_bytes gauge\noutpost_cache_bytes %" PRIu64 "\n"
-               "# TYPE outpost_cache_max_bytes gauge\noutpost_cache_max_bytes %" PRIu64 "\n"
-               "# TYPE outpost_cache_evictions_total counter\noutpost_cache_evictions_total %" PRIu64
-               "\n"
-               "# TYPE outpost_cache_write_errors_total counter\n"
-               "outpost_cache_write_errors_total %" PRIu64 "\n"
-               "# TYPE outpost_cache_store_skipped_total counter\n"
-               "outpost_cache_store_skipped_total %" PRIu64 "\n",
-               cs.objects, cs.bytes, cs.max_size, cs.evictions, cs.write_errors, SUM(store_skipped));
-    buf_printf(out, "# TYPE outpost_upstream_requests_total counter\n"
-                    "outpost_upstream_requests_total %" PRIu64 "\n"
-                    "# TYPE outpost_upstream_errors_total counter\n",
+               "# TYPE outpost_upstream_requests_total counter\n"
+               "outpost_upstream_requests_total %" PRIu64 "\n"
+               "# TYPE outpost_upstream_errors_total counter\n",
                SUM(upstream_requests));
     for (int i = 0; i < UPERR_COUNT; i++)
-        buf_printf(out, "outpost_upstream_errors_total{reason=\"%s\"} %" PRIu64 "\n", uperr_names[i],
-                   SUM(upstream_errors[i]));
+        buf_printf(out, "outpost_upstream_errors_total{reason=\"%s\"} %" PRIu64 "\n",
+                   uperr_names[i], SUM(upstream_errors[i]));
     buf_printf(out, "# HELP outpost_upstream_first_byte_seconds Time to the upstream's first "
                     "response byte.\n# TYPE outpost_upstream_first_byte_seconds histogram\n");
     uint64_t cum = 0;

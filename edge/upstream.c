@@ -78,7 +78,7 @@ struct upstream {
     enum utimer timer_kind;
     struct upstream *next_idle;
     bool in_cb;
-    bool dead;     /* freed at the end of the callback */
+    bool dead; /* freed at the end of the callback */
     bool eof_seen; /* the server closed its side */
 };
 

@@ -147,9 +147,14 @@ bool http_is_token(struct str s)
 
 bool http_is_hop_by_hop(const struct http_headers *h, struct str name)
 {
-    static const char *const hop[] = {"connection",        "keep-alive", "proxy-connection",
-                                      "te",                "trailer",    "transfer-encoding",
-                                      "upgrade",           "proxy-authenticate",
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "proxy-connection",
+                                      "te",
+                                      "trailer",
+                                      "transfer-encoding",
+                                      "upgrade",
+                                      "proxy-authenticate",
                                       "proxy-authorization"};
     for (size_t i = 0; i < ARRAY_SIZE(hop); i++)
         if (str_caseeq_cstr(name, hop[i]))

@@ -17,9 +17,9 @@ struct arena_block;
 
 struct arena {
     struct arena_block *head;
-    size_t used;      /* bytes handed out, all blocks */
-    size_t cap;       /* limit on `used`; 0 means unlimited */
-    bool overflow;    /* set once an allocation was refused */
+    size_t used; /* bytes handed out, all blocks */
+    size_t cap; /* limit on `used`; 0 means unlimited */
+    bool overflow; /* set once an allocation was refused */
 };
 
 void arena_init(struct arena *a, size_t cap);
@@ -30,6 +30,7 @@ void *arena_alloc(struct arena *a, size_t size);
 /* Copies; the result is NUL-terminated for convenience but used as a struct str. */
 struct str arena_strdup(struct arena *a, struct str s);
 /* snprintf into the arena. */
-struct str arena_printf(struct arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+struct str arena_printf(struct arena *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -17,7 +17,7 @@ enum log_level {
 void log_set_level(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* At most a few lines per second per call site; the rest are counted and summarised. */
-#define log_ratelimited(level, ...)                                                               \
+#define log_ratelimited(level, ...)                                                                \
     do {                                                                                           \
         static struct log_rl log_rl_site_;                                                         \
         if (log_rl_allow(&log_rl_site_))                                                           \
@@ -25,8 +25,8 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
     } while (0)
 
 struct log_rl {
-    long window;          /* second of the current window */
-    unsigned count;       /* lines in this window */
+    long window; /* second of the current window */
+    unsigned count; /* lines in this window */
 };
 int log_rl_allow(struct log_rl *rl);
 

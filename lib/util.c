@@ -11,14 +11,14 @@
 #include <string.h>
 
 static const char *const op_errors[] = {
-    "invalid input",          /* OP_EINVAL */
-    "incomplete input",       /* OP_EAGAIN */
-    "not found",              /* OP_ENOTFOUND */
-    "limit exceeded",         /* OP_ETOOBIG */
-    "storage full",           /* OP_EFULL */
-    "corrupt data",           /* OP_ECORRUPT */
-    "closed",                 /* OP_ECLOSED */
-    "timed out",              /* OP_ETIMEDOUT */
+    "invalid input", /* OP_EINVAL */
+    "incomplete input", /* OP_EAGAIN */
+    "not found", /* OP_ENOTFOUND */
+    "limit exceeded", /* OP_ETOOBIG */
+    "storage full", /* OP_EFULL */
+    "corrupt data", /* OP_ECORRUPT */
+    "closed", /* OP_ECLOSED */
+    "timed out", /* OP_ETIMEDOUT */
 };
 
 const char *op_strerror(int err)

@@ -18,14 +18,14 @@
 /* Outpost's own error codes: a private negative range, far from -errno values. */
 enum {
     OP_EBASE = -30900,
-    OP_EINVAL = -30900,   /* invalid input (bad syntax, out of range) */
-    OP_EAGAIN = -30901,   /* incomplete input: more bytes are needed */
-    OP_ENOTFOUND = -30902,/* lookup found nothing */
-    OP_ETOOBIG = -30903,  /* a configured limit was exceeded */
-    OP_EFULL = -30904,    /* storage is full */
+    OP_EINVAL = -30900, /* invalid input (bad syntax, out of range) */
+    OP_EAGAIN = -30901, /* incomplete input: more bytes are needed */
+    OP_ENOTFOUND = -30902, /* lookup found nothing */
+    OP_ETOOBIG = -30903, /* a configured limit was exceeded */
+    OP_EFULL = -30904, /* storage is full */
     OP_ECORRUPT = -30905, /* stored data failed a consistency check */
-    OP_ECLOSED = -30906,  /* the peer or the object went away */
-    OP_ETIMEDOUT = -30907,/* a timer expired */
+    OP_ECLOSED = -30906, /* the peer or the object went away */
+    OP_ETIMEDOUT = -30907, /* a timer expired */
     OP_ELAST = -30907,
 };
 

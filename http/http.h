@@ -18,7 +18,7 @@
 /* ---- header lists ------------------------------------------------------------------------ */
 
 struct http_header {
-    struct str name;  /* as received; compare case-insensitively */
+    struct str name; /* as received; compare case-insensitively */
     struct str value; /* OWS already trimmed */
 };
 
@@ -78,12 +78,12 @@ struct http_cc {
     int64_t max_age;
     int64_t s_maxage;
     int64_t min_fresh;
-    int64_t max_stale;      /* HTTP_CC_UNSET absent; INT64_MAX if present without a value */
+    int64_t max_stale; /* HTTP_CC_UNSET absent; INT64_MAX if present without a value */
     int64_t stale_while_revalidate;
     int64_t stale_if_error;
-    bool no_cache;          /* unqualified or qualified: both mean "revalidate" here */
+    bool no_cache; /* unqualified or qualified: both mean "revalidate" here */
     bool no_store;
-    bool private_;          /* unqualified or qualified: a shared cache does not store */
+    bool private_; /* unqualified or qualified: a shared cache does not store */
     bool public_;
     bool must_revalidate;
     bool proxy_revalidate;
@@ -91,7 +91,7 @@ struct http_cc {
     bool no_transform;
     bool immutable;
     bool must_understand;
-    bool present;           /* at least one header line of that name was present */
+    bool present; /* at least one header line of that name was present */
 };
 
 /* Parse every header line named `name` ("Cache-Control" or "CDN-Cache-Control"). Unknown
@@ -102,12 +102,12 @@ void http_cc_parse(const struct http_headers *h, const char *name, struct http_c
 
 struct http_range {
     uint64_t first; /* inclusive */
-    uint64_t last;  /* inclusive */
+    uint64_t last; /* inclusive */
 };
 
 enum http_range_result {
-    HTTP_RANGE_NONE = 0,      /* absent or not a valid bytes range: ignore, send 200 */
-    HTTP_RANGE_OK = 1,        /* *n satisfiable ranges in out[] (coalesced, in order) */
+    HTTP_RANGE_NONE = 0, /* absent or not a valid bytes range: ignore, send 200 */
+    HTTP_RANGE_OK = 1, /* *n satisfiable ranges in out[] (coalesced, in order) */
     HTTP_RANGE_UNSATISFIABLE = 2, /* valid syntax, nothing satisfiable: 416 */
 };
 
@@ -123,9 +123,9 @@ enum http_range_result http_range_parse(struct str value, uint64_t size, struct 
 bool http_etag_match(struct str a, struct str b, bool weak);
 
 enum http_cond_result {
-    HTTP_COND_PROCEED = 0,     /* send the selected representation */
-    HTTP_COND_NOT_MODIFIED = 1,/* send 304 */
-    HTTP_COND_FAILED = 2,      /* send 412 */
+    HTTP_COND_PROCEED = 0, /* send the selected representation */
+    HTTP_COND_NOT_MODIFIED = 1, /* send 304 */
+    HTTP_COND_FAILED = 2, /* send 412 */
 };
 
 /*
@@ -140,7 +140,6 @@ enum http_cond_result http_cond_evaluate(const struct http_headers *req, struct 
 /* If-Range (RFC 9110 13.1.5): true if the range request may be honoured for a response
  * with these validators (strong ETag match, or date equal to Last-Modified). */
 bool http_if_range_ok(struct str if_range, struct str etag, int64_t last_modified);
-
 
 /* ---- additions (http/date.c, http/cc.c, http/cond.c) -------------------------------------- */
 

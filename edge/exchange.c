@@ -595,8 +595,33 @@ static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_hea
     const struct cache_meta *m = meta ? meta : &obj->meta;
     int64_t age = cache_policy_age(m, now);
     const struct http_header *et = http_headers_get(src, "etag");
-    enum http_cond_result c = http_cond_evaluate(&x->req, et ? et->value : STR_NULL,
-                                                 m->last_modified, x->is_get || x->is_head);
+    /* RFC 9111 4.3.2: without Last-Modified, the stored Date stands in for If-Modified-Since;
+     * RFC 9110 13.1.5: for If-Range a date is a strong validator only if it is at least one
+     * second older than the response's Date. */
+    int64_t date = -1;
+    const struct http_header *dh = http_headers_get(src, "date");
+    if (dh == NULL || http_date_parse(dh->value, &date) != 0)
+        date = -1;
+    int64_t ims_validator = m->last_modified >= 0 ? m->last_modified : date;
+    int64_t range_validator = (m->last_modified >= 0 && date >= 0 && date - m->last_modified >= 1)
+                                  ? m->last_modified
+                                  : -1;
+    struct http_headers cond_req = x->req;
+    const struct http_header *ims = http_headers_get(&x->req, "if-modified-since");
+    int64_t ims_t;
+    bool drop_ims = ims && http_date_parse(ims->value, &ims_t) == 0 && ims_t > now;
+    struct http_headers filtered;
+    http_headers_init(&filtered);
+    if (drop_ims) {
+        /* a date in the future is not a valid If-Modified-Since (RFC 9110 13.1.3) */
+        for (size_t i = 0; i < x->req.n; i++)
+            if (!str_caseeq_cstr(x->req.v[i].name, "if-modified-since"))
+                http_headers_add(&filtered, x->req.v[i].name, x->req.v[i].value);
+        cond_req = filtered;
+    }
+    enum http_cond_result c = http_cond_evaluate(&cond_req, et ? et->value : STR_NULL,
+                                                 ims_validator, x->is_get || x->is_head);
+    http_headers_fini(&filtered);
     if (c == HTTP_COND_NOT_MODIFIED && obj->status == 200) {
         serve_not_modified(x, src, age, now);
         return;
@@ -612,7 +637,7 @@ static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_hea
     const struct http_header *rh = http_headers_get(&x->req, "range");
     const struct http_header *ir = http_headers_get(&x->req, "if-range");
     if (rh && x->is_get && obj->status == 200 &&
-        (ir == NULL || http_if_range_ok(ir->value, et ? et->value : STR_NULL, m->last_modified))) {
+        (ir == NULL || http_if_range_ok(ir->value, et ? et->value : STR_NULL, range_validator))) {
         size_t n = 0;
         enum http_range_result rr =
             http_range_parse(rh->value, len, x->ranges, ARRAY_SIZE(x->ranges), &n);

@@ -122,3 +122,23 @@ def test_uncacheable_known_not_serialised(outpost, origin, proto):
     assert all(r.status == 200 and r.body == b"private" for r in results)
     assert origin.count("/nsc2") == n + 1
     assert origin.max_inflight("/nsc2") == n
+
+
+def test_collapsing_across_workers(spawn_outpost, origin, proto):
+    """Clients spread over several worker threads (SO_REUSEPORT) still share one fetch: the
+    fetch table is node-wide and readers on other workers are woken across threads."""
+    node = spawn_outpost(origin, workers=2)
+    body = pattern_bytes("across", 300000)
+    gate = threading.Event()
+    origin.route("/across", headers={"Cache-Control": "max-age=60"}, body=body, gate=gate)
+    threads, results, errors = _run_clients(node, "/across", N, proto)
+    try:
+        origin.wait_count("/across", 1)
+        wait_for(lambda: node.metric("outpost_connections") >= N, 10,
+                 msg="%d client connections open at the edge" % N)
+    finally:
+        gate.set()
+    _join(threads, errors)
+    assert origin.count("/across") == 1
+    assert all(r.status == 200 and r.body == body for r in results)
+    assert sorted(r.xcache for r in results).count("COLLAPSED") == N - 1

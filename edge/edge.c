@@ -131,6 +131,11 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
     e->cfg = cfg;
     e->cache = cache;
     e->start_time = (int64_t)time(NULL);
+    {
+        char v[300];
+        int n = snprintf(v, sizeof(v), "1.1 %s (outpost)", cfg->node_name);
+        e->via = str_make(xstrndup(v, (size_t)n), (size_t)n);
+    }
     pthread_mutex_init(&e->log_lock, NULL);
     fetch_table_init(e);
     if (cfg->access_log) {
@@ -240,6 +245,7 @@ void edge_destroy(struct edge **ep)
     if (e->access_log && e->access_log != stdout)
         fclose(e->access_log);
     fetch_table_fini(e);
+    free((char *)e->via.p);
     pthread_mutex_destroy(&e->log_lock);
     free(e);
     *ep = NULL;

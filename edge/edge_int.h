@@ -146,6 +146,7 @@ struct edge {
     struct worker *workers;
     size_t n_workers;
     int64_t start_time;
+    struct str via;               /* "1.1 NODE (outpost)", our Via element */
     _Atomic int64_t clock_offset; /* seconds; debug_api only */
     _Atomic int64_t connections; /* shared: all workers, for max_connections */
     FILE *access_log; /* shared: writes are single fwrite of a whole line + lock */

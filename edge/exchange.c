@@ -120,23 +120,29 @@ static void add_hdr(struct exchange *x, const char *name, struct str value)
 static void response_headers(struct exchange *x, const struct http_headers *src, int64_t age,
                              int64_t date_if_missing)
 {
+    static const struct str h_content_length = STR_LIT("content-length");
+    static const struct str h_x_cache = STR_LIT("x-cache");
+    static const struct str h_age = STR_LIT("age");
+    static const struct str h_via = STR_LIT("via");
+    static const struct str h_date = STR_LIT("date");
     const struct config *cfg = x->w->edge->cfg;
     x->resp.n = 0;
     bool have_date = false;
     struct str via = STR_NULL;
     for (size_t i = 0; i < src->n; i++) {
         struct str n = src->v[i].name;
-        if (str_caseeq_cstr(n, "content-length") || str_caseeq_cstr(n, "transfer-encoding") ||
-            str_caseeq_cstr(n, "x-cache") || http_is_hop_by_hop(NULL, n))
+        if (str_caseeq(n, h_content_length) || str_caseeq(n, h_x_cache) ||
+            http_is_hop_by_hop(NULL, n))
             continue;
-        if (age >= 0 && str_caseeq_cstr(n, "age"))
-            continue;
-        if (str_caseeq_cstr(n, "via")) {
+        if (str_caseeq(n, h_age)) {
+            if (age >= 0)
+                continue;
+        } else if (str_caseeq(n, h_via)) {
             via = src->v[i].value;
             continue;
-        }
-        if (str_caseeq_cstr(n, "date"))
+        } else if (str_caseeq(n, h_date)) {
             have_date = true;
+        }
         http_headers_add(&x->resp, n, src->v[i].value);
     }
     if (!have_date) {
@@ -144,14 +150,17 @@ static void response_headers(struct exchange *x, const struct http_headers *src,
         http_date_format(date_if_missing, d);
         add_hdr(x, "Date", str_make(d, HTTP_DATE_LEN));
     }
-    if (age >= 0)
-        add_hdr(x, "Age", arena_printf(&x->arena, "%lld", (long long)age));
+    if (age >= 0) {
+        char *a = arena_alloc(&x->arena, 24);
+        add_hdr(x, "Age", str_make(a, str_fmt_u64((uint64_t)age, a)));
+    }
+    struct str mine = x->w->edge->via;
     if (via.len)
-        add_hdr(
-            x, "Via",
-            arena_printf(&x->arena, "%.*s, 1.1 %s (outpost)", (int)via.len, via.p, cfg->node_name));
+        add_hdr(x, "Via",
+                arena_printf(&x->arena, "%.*s, %.*s", (int)via.len, via.p, (int)mine.len, mine.p));
     else
-        add_hdr(x, "Via", arena_printf(&x->arena, "1.1 %s (outpost)", cfg->node_name));
+        add_hdr(x, "Via", mine);
+    (void)cfg;
     if (x->xcache != XCACHE_NONE)
         add_hdr(x, "X-Cache", str_cstr(xcache_name(x->xcache)));
 }

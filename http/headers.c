@@ -147,17 +147,17 @@ bool http_is_token(struct str s)
 
 bool http_is_hop_by_hop(const struct http_headers *h, struct str name)
 {
-    static const char *const hop[] = {"connection",
-                                      "keep-alive",
-                                      "proxy-connection",
-                                      "te",
-                                      "trailer",
-                                      "transfer-encoding",
-                                      "upgrade",
-                                      "proxy-authenticate",
-                                      "proxy-authorization"};
+    static const struct str hop[] = {STR_LIT("connection"),
+                                     STR_LIT("keep-alive"),
+                                     STR_LIT("proxy-connection"),
+                                     STR_LIT("te"),
+                                     STR_LIT("trailer"),
+                                     STR_LIT("transfer-encoding"),
+                                     STR_LIT("upgrade"),
+                                     STR_LIT("proxy-authenticate"),
+                                     STR_LIT("proxy-authorization")};
     for (size_t i = 0; i < ARRAY_SIZE(hop); i++)
-        if (str_caseeq_cstr(name, hop[i]))
+        if (name.len == hop[i].len && str_caseeq(name, hop[i]))
             return true;
     size_t iter = 0, pos = 0;
     struct str e;

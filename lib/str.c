@@ -73,3 +73,16 @@ char *str_to_cstr(struct str s, char *out, size_t outlen)
     out[n] = '\0';
     return out;
 }
+
+size_t str_fmt_u64(uint64_t v, char *out)
+{
+    char tmp[21];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}

@@ -46,6 +46,8 @@ struct str str_trim(struct str s);
 int str_to_u64(struct str s, uint64_t *out);
 /* Find byte c; returns its offset or -1. */
 long str_chr(struct str s, char c);
+/* Decimal digits of v into out (at least 21 bytes); returns the length (no NUL). */
+size_t str_fmt_u64(uint64_t v, char *out);
 /* Copy into a caller buffer as a C string, truncating; returns `out`. */
 char *str_to_cstr(struct str s, char *out, size_t outlen);
 

@@ -694,6 +694,32 @@ static const char *reason_phrase(int status)
     }
 }
 
+struct head_buf {
+    struct evbuffer *out;
+    size_t len;
+    char buf[4096];
+};
+
+static void hb_flush(struct head_buf *hb)
+{
+    if (hb->len)
+        evbuffer_add(hb->out, hb->buf, hb->len);
+    hb->len = 0;
+}
+
+static void hb_add(struct head_buf *hb, const char *p, size_t n)
+{
+    if (hb->len + n > sizeof(hb->buf)) {
+        hb_flush(hb);
+        if (n > sizeof(hb->buf)) {
+            evbuffer_add(hb->out, p, n);
+            return;
+        }
+    }
+    memcpy(hb->buf + hb->len, p, n);
+    hb->len += n;
+}
+
 static void h1_send_head(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
@@ -714,25 +740,41 @@ static void h1_send_head(struct exchange *x)
         c->keep_alive = false; /* an unread request body cannot be skipped safely */
     if (c->w->stopping)
         c->keep_alive = false;
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", x->http_minor >= 1 ? 1 : 0, x->status,
-                        reason_phrase(x->status));
+    /* The whole head is assembled in one buffer and added to the output once. */
+    struct head_buf hb = {.out = out, .len = 0};
+    const char *reason = reason_phrase(x->status);
+    char line[16];
+    memcpy(line, x->http_minor >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+    line[9] = (char)('0' + (x->status / 100) % 10);
+    line[10] = (char)('0' + (x->status / 10) % 10);
+    line[11] = (char)('0' + x->status % 10);
+    line[12] = ' ';
+    hb_add(&hb, line, 13);
+    hb_add(&hb, reason, strlen(reason));
+    hb_add(&hb, "\r\n", 2);
     for (size_t i = 0; i < x->resp.n; i++) {
         const struct http_header *h = &x->resp.v[i];
-        evbuffer_add(out, h->name.p, h->name.len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, h->value.p, h->value.len);
-        evbuffer_add(out, "\r\n", 2);
+        hb_add(&hb, h->name.p, h->name.len);
+        hb_add(&hb, ": ", 2);
+        hb_add(&hb, h->value.p, h->value.len);
+        hb_add(&hb, "\r\n", 2);
     }
-    if (x->resp_length >= 0 && x->status != 304 && x->status != 204 && x->status >= 200)
-        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)x->resp_length);
+    if (x->resp_length >= 0 && x->status != 304 && x->status != 204 && x->status >= 200) {
+        char cl[48] = "Content-Length: ";
+        size_t n = 16 + str_fmt_u64((uint64_t)x->resp_length, cl + 16);
+        cl[n++] = '\r';
+        cl[n++] = '\n';
+        hb_add(&hb, cl, n);
+    }
     if (c->resp_chunked)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        hb_add(&hb, "Transfer-Encoding: chunked\r\n", 28);
     if (!c->keep_alive)
-        evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+        hb_add(&hb, "Connection: close\r\n\r\n", 21);
     else if (x->http_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+        hb_add(&hb, "Connection: keep-alive\r\n\r\n", 26);
     else
-        evbuffer_add(out, "\r\n", 2);
+        hb_add(&hb, "\r\n", 2);
+    hb_flush(&hb);
 }
 
 static void h1_send_body(struct exchange *x, struct evbuffer *data)

@@ -146,7 +146,7 @@ struct edge {
     struct worker *workers;
     size_t n_workers;
     int64_t start_time;
-    struct str via;               /* "1.1 NODE (outpost)", our Via element */
+    struct str via; /* "1.1 NODE (outpost)", our Via element */
     _Atomic int64_t clock_offset; /* seconds; debug_api only */
     _Atomic int64_t connections; /* shared: all workers, for max_connections */
     FILE *access_log; /* shared: writes are single fwrite of a whole line + lock */
@@ -258,9 +258,6 @@ struct exchange {
     bool multipart;
     int part_state;
     struct http_headers *obj_headers; /* headers to serve the object with (304 refresh) */
-    char *chunk_mem; /* the chunk of the object being sent */
-    size_t chunk_len;
-    uint32_t chunk_idx; /* index loaded in chunk_mem; UINT32_MAX if none */
     struct evbuffer *tmp;
     char upstream_addr[80];
     int64_t upstream_first_byte_us;

@@ -58,7 +58,6 @@ void exchange_init(struct exchange *x, struct worker *w, const struct transport_
     x->t_start_us = edge_mono_us();
     x->resp_length = -1;
     x->xcache = XCACHE_NONE;
-    x->chunk_idx = UINT32_MAX;
     x->upstream_first_byte_us = -1;
 }
 
@@ -86,8 +85,6 @@ void exchange_fini(struct exchange *x)
         free(x->obj_headers);
         x->obj_headers = NULL;
     }
-    free(x->chunk_mem);
-    x->chunk_mem = NULL;
     if (x->tmp)
         evbuffer_free(x->tmp);
     x->tmp = NULL;
@@ -721,19 +718,24 @@ static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_hea
     pump_obj(x);
 }
 
-struct chunk_copy {
-    struct exchange *x;
+/* Copy a slice of a chunk straight from the LMDB page into the output (one copy). */
+struct slice_sink {
+    struct evbuffer *out;
+    size_t skip;
+    size_t max;
+    size_t copied;
 };
 
-static void chunk_copy_sink(void *arg, const void *data, size_t len)
+static void slice_sink_fn(void *arg, const void *data, size_t len)
 {
-    struct exchange *x = arg;
-    if (x->chunk_mem == NULL)
-        x->chunk_mem = xmalloc(CACHE_CHUNK_SIZE);
-    if (len > CACHE_CHUNK_SIZE)
-        len = CACHE_CHUNK_SIZE;
-    memcpy(x->chunk_mem, data, len);
-    x->chunk_len = len;
+    struct slice_sink *s = arg;
+    if (s->skip >= len)
+        return;
+    size_t n = len - s->skip;
+    if (n > s->max)
+        n = s->max;
+    evbuffer_add(s->out, (const char *)data + s->skip, n);
+    s->copied = n;
 }
 
 static void pump_obj(struct exchange *x)
@@ -779,23 +781,15 @@ static void pump_obj(struct exchange *x)
         } else {
             uint32_t ci = (uint32_t)(x->range_pos / CACHE_CHUNK_SIZE);
             size_t off = (size_t)(x->range_pos % CACHE_CHUNK_SIZE);
-            if (x->chunk_idx != ci) {
-                x->chunk_len = 0;
-                int err = cache_chunk_read(x->w->edge->cache, o->id, ci, chunk_copy_sink, x);
-                if (err != 0 || x->chunk_len <= off) {
-                    log_ratelimited(LOG_WARN, "cache: object %llu chunk %u unreadable (%s)",
-                                    (unsigned long long)o->id, ci, op_strerror(err));
-                    if (!x->head_sent)
-                        exchange_respond_error(x, 503, "cache read failed");
-                    else
-                        abort_exchange(x);
-                    return;
-                }
-                x->chunk_idx = ci;
+            struct slice_sink ss = {x->tmp, off, (size_t)want, 0};
+            int err = cache_chunk_read(x->w->edge->cache, o->id, ci, slice_sink_fn, &ss);
+            if (err != 0 || ss.copied == 0) {
+                log_ratelimited(LOG_WARN, "cache: object %llu chunk %u unreadable (%s)",
+                                (unsigned long long)o->id, ci, op_strerror(err));
+                abort_exchange(x);
+                return;
             }
-            if (want > x->chunk_len - off)
-                want = x->chunk_len - off;
-            evbuffer_add(x->tmp, x->chunk_mem + off, (size_t)want);
+            want = ss.copied;
         }
         x->range_pos += want;
         x->body_sent += want;

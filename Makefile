@@ -114,7 +114,8 @@ fuzz-replay: $(FUZZ_REPLAY)
 fuzz: $(FUZZ_BIN)
 
 e2e: all
-	$(Q)OUTPOST_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/e2e $(E2E_ARGS)
+	$(Q)OUTPOST_BUILD=$(BUILD) $(if $(SAN),ASAN_OPTIONS=quarantine_size_mb=4:detect_leaks=0,) \
+		$(PYTHON) -m pytest -q tests/e2e $(E2E_ARGS)
 
 test: deps-test
 	$(Q)$(MAKE) --no-print-directory all

@@ -240,6 +240,8 @@ struct exchange {
     struct fetch *fetch; /* fetch read from */
     struct fetch_reader *reader;
     struct evbuffer *req_body; /* request body waiting for the upstream */
+    bool body_buffering; /* receiving the first REQ_BUFFER bytes before forwarding */
+    bool bypass_invalidate;
 
     /* response, as sent */
     int status;

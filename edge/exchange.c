@@ -28,6 +28,7 @@
 #include "lib/util.h"
 
 #define READ_MAX (64 * 1024)
+#define REQ_BUFFER (1024 * 1024)
 
 static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may_join);
 static void lookup(struct exchange *x, bool may_join);
@@ -231,9 +232,9 @@ static void reader_wake_cb(evutil_socket_t fd, short what, void *arg)
         pump_fetch(x);
 }
 
-static void bypass(struct exchange *x, bool invalidate)
+static void bypass_start(struct exchange *x)
 {
-    x->xcache = XCACHE_BYPASS;
+    x->body_buffering = false;
     struct fetch_reader *r = arena_alloc(&x->arena, sizeof(*r));
     memset(r, 0, sizeof(*r));
     r->x = x;
@@ -243,7 +244,7 @@ static void bypass(struct exchange *x, bool invalidate)
         .key = x->key,
         .x = x,
         .private_ = true,
-        .invalidate = invalidate,
+        .invalidate = x->bypass_invalidate,
     };
     x->fetch = fetch_start(x->w, &p, r);
     x->state = XS_WAIT_FETCH;
@@ -252,6 +253,27 @@ static void bypass(struct exchange *x, bool invalidate)
     } else if (x->req_body_done && x->req_has_body) {
         fetch_send_req_body(x->fetch, NULL, true);
     }
+    if (x->state == XS_WAIT_FETCH && fetch_reader_wait(r) != FS_CONNECTING)
+        on_fetch_head(x);
+}
+
+/*
+ * Pass the request to the origin. A request body of up to REQ_BUFFER bytes is received whole
+ * (and its framing validated) before the origin sees anything, as nginx's
+ * proxy_request_buffering does: a client that breaks off or sends a malformed body costs the
+ * origin nothing. Larger bodies start streaming once that much has arrived.
+ */
+static void bypass(struct exchange *x, bool invalidate)
+{
+    x->xcache = XCACHE_BYPASS;
+    x->bypass_invalidate = invalidate;
+    if (x->req_has_body && !x->req_body_done) {
+        x->body_buffering = true;
+        if (x->req_body == NULL)
+            x->req_body = evbuffer_new();
+        return;
+    }
+    bypass_start(x);
 }
 
 void exchange_start(struct exchange *x)
@@ -541,6 +563,12 @@ void exchange_on_req_body(struct exchange *x, struct evbuffer *data, bool eof)
 {
     if (eof)
         x->req_body_done = true;
+    if (x->body_buffering) {
+        evbuffer_add_buffer(x->req_body, data);
+        if (eof || evbuffer_get_length(x->req_body) >= REQ_BUFFER)
+            bypass_start(x);
+        return;
+    }
     if (x->fetch && x->xcache == XCACHE_BYPASS) {
         fetch_send_req_body(x->fetch, data, eof);
         if (!eof && fetch_req_body_full(x->fetch))

@@ -178,6 +178,9 @@ int cache_invalidate(struct cache *c, struct str key, bool soft, cache_done_fn *
 int cache_invalidate_tag(struct cache *c, struct str tag, bool soft, cache_done_fn *done,
                          void *arg);
 
+/* Call `done` on the writer thread once every operation queued so far is committed; the batch
+ * holding it commits without waiting for batch_ms. Never blocks. Returns 0. */
+int cache_barrier(struct cache *c, cache_done_fn *done, void *arg);
 /* Block until every operation queued so far is committed (tests, shutdown). Never from a
  * done/notify callback (that is the writer thread: it would wait for itself). */
 void cache_sync(struct cache *c);

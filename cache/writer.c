@@ -403,6 +403,16 @@ void cache_writer_touch(struct cache *c, const uint8_t keyhash[CACHE_KEYHASH_LEN
     enqueue(c, op);
 }
 
+int cache_barrier(struct cache *c, cache_done_fn *done, void *arg)
+{
+    CACHE_CHECK(c);
+    struct cache_wop *op = wop_new(WOP_SYNC);
+    op->done = done;
+    op->arg = arg;
+    enqueue(c, op);
+    return 0;
+}
+
 void cache_sync(struct cache *c)
 {
     CACHE_CHECK(c);

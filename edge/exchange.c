@@ -310,6 +310,38 @@ void exchange_start(struct exchange *x)
     lookup(x, true);
 }
 
+static struct fetch_reader *reader_new(struct exchange *x)
+{
+    struct fetch_reader *r = arena_alloc(&x->arena, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->x = x;
+    r->wake = event_new(x->w->base, -1, 0, reader_wake_cb, x);
+    x->reader = r;
+    return r;
+}
+
+/* Join a complete fetch of our key, if there is one, and take its object from the cache
+ * once committed. Returns false (nothing changed) if there is none. */
+static bool join_complete_fetch(struct exchange *x)
+{
+    struct fetch_reader *r = x->reader ? x->reader : reader_new(x);
+    struct fetch *f = fetch_join(x->w->edge, x->key, r);
+    if (f == NULL)
+        return false;
+    const struct fetch_head *h;
+    if (fetch_get_state(f, &h) != FS_DONE) {
+        detach_fetch(x);
+        return false;
+    }
+    x->fetch = f;
+    x->state = XS_WAIT_COMMIT;
+    if (fetch_reader_wait_commit(r)) {
+        detach_fetch(x);
+        lookup(x, false);
+    }
+    return true;
+}
+
 /* Look the key up and serve, revalidate or fetch. */
 static void lookup(struct exchange *x, bool may_join)
 {
@@ -352,6 +384,10 @@ static void lookup(struct exchange *x, bool may_join)
         }
     }
     if (x->req_cc.only_if_cached) {
+        /* A complete fetch whose object is being committed counts as stored: wait for it.
+         * A fetch still in flight does not (RFC 9111 5.2.1.7). */
+        if (may_join && join_complete_fetch(x))
+            return;
         exchange_respond_error(x, 504, "not cached (only-if-cached)");
         return;
     }
@@ -394,7 +430,7 @@ static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may
             .key = x->key,
             .x = x,
             .validate = validate,
-            .no_join = nocollapse || !may_join,
+            .no_join = nocollapse, /* may_join only stops us joining, not others joining us */
         };
         f = fetch_start(x->w, &p, r);
     }

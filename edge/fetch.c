@@ -90,10 +90,12 @@ struct fetch {
     int inval_pending;
     enum fetch_state held_state;
     bool committed; /* the stored object is visible to cache_lookup() */
+    bool update_pending; /* a 304's refresh is queued: stay joinable until it commits */
 };
 
 static void fetch_unref(struct fetch *f);
 static void owner_release(struct fetch *f);
+static void put_done_cb(void *arg, int err);
 
 /* ---- the table ---------------------------------------------------------------------------- */
 
@@ -563,6 +565,11 @@ static void on_up_head(void *arg, const struct h1_response *resp, const char *bu
         h->shareable = true;
         h->storing = false;
         cache_update(e->cache, f->validate->id, &merged, &h->meta, now);
+        /* Until the refresh is committed a lookup would still find the stale record: keep
+         * the fetch joinable, and let joiners wait for the commit (put_done_cb). */
+        f->update_pending = true;
+        f->refcnt++;
+        cache_barrier(e->cache, put_done_cb, f);
         http_headers_fini(&kept);
         f->state = FS_HEAD;
         wake_readers(f);
@@ -757,7 +764,7 @@ static void on_up_done(void *arg)
     if (commit) {
         if (cache_put_end(&put, put_done_cb, f) != 0)
             put_done_cb(f, -1);
-    } else {
+    } else if (!f->update_pending) {
         table_remove(f);
     }
     owner_release(f);

@@ -85,7 +85,7 @@ def test_revalidation_gets_new_content(outpost, origin, proto):
     assert r.status == 200 and r.body == b"new" and r.h("etag") == '"b"'
     assert r.xcache == "MISS"
     r = curl(outpost.url("/rvnew"), http=proto)
-    assert r.xcache == "HIT" and r.body == b"new"
+    assert r.xcache == "HIT" and r.body == b"new", (r.xcache, r.body, outpost.access_log_lines())
 
 
 def test_client_conditional_on_miss_is_handled(outpost, origin, proto):

@@ -182,6 +182,10 @@ typedef void transport_finish_fn(struct exchange *x);
 typedef void transport_abort_fn(struct exchange *x);
 typedef void transport_flow_fn(struct exchange *x);
 typedef void transport_continue_fn(struct exchange *x);
+/* Take up to `len` body bytes from memory that is valid only during the call (an LMDB page):
+ * sent at once if the connection can, else copied up to body_space(). Returns how many were
+ * taken; never blocks. */
+typedef size_t transport_send_direct_fn(struct exchange *x, const void *data, size_t len);
 
 struct transport_ops {
     const char *name; /* "HTTP/1.1" */
@@ -193,6 +197,7 @@ struct transport_ops {
     transport_flow_fn *pause_body;
     transport_flow_fn *resume_body;
     transport_continue_fn *send_continue; /* 100-continue, may be NULL */
+    transport_send_direct_fn *send_direct; /* may be NULL: the exchange copies instead */
 };
 
 /* ---- the exchange ------------------------------------------------------------------------ */

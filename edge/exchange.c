@@ -790,6 +790,26 @@ struct slice_sink {
     size_t copied;
 };
 
+struct direct_sink {
+    struct exchange *x;
+    size_t skip;
+    size_t max;
+    size_t taken;
+};
+
+static void direct_sink_fn(void *arg, const void *data, size_t len)
+{
+    struct direct_sink *d = arg;
+    if (d->skip >= len)
+        return;
+    size_t n = len - d->skip;
+    if (n > d->max)
+        n = d->max;
+    /* Inside the read transaction: the transport never blocks here (non-blocking send, else
+     * a bounded copy), so no reader waits on a slow client (STYLE.md rule 21). */
+    d->taken = d->x->ops->send_direct(d->x, (const char *)data + d->skip, n);
+}
+
 static void slice_sink_fn(void *arg, const void *data, size_t len)
 {
     struct slice_sink *s = arg;
@@ -845,6 +865,30 @@ static void pump_obj(struct exchange *x)
         } else {
             uint32_t ci = (uint32_t)(x->range_pos / CACHE_CHUNK_SIZE);
             size_t off = (size_t)(x->range_pos % CACHE_CHUNK_SIZE);
+            if (x->ops->send_direct && !x->multipart && evbuffer_get_length(x->tmp) == 0) {
+                struct direct_sink ds = {x, off, (size_t)want, 0};
+                int err = cache_chunk_read(x->w->edge->cache, o->id, ci, direct_sink_fn, &ds);
+                if (err != 0) {
+                    log_ratelimited(LOG_WARN, "cache: object %llu chunk %u unreadable (%s)",
+                                    (unsigned long long)o->id, ci, op_strerror(err));
+                    abort_exchange(x);
+                    return;
+                }
+                if (ds.taken == 0 && x->ops->body_space(x) == 0)
+                    return; /* the connection is full: exchange_on_writable() resumes */
+                if (ds.taken == 0)
+                    goto copy; /* the transport cannot send this directly */
+                x->range_pos += ds.taken;
+                x->body_sent += ds.taken;
+                if (x->range_pos > r->last) {
+                    x->range_idx++;
+                    x->part_state = 0;
+                    if (x->range_idx < x->n_ranges)
+                        x->range_pos = x->ranges[x->range_idx].first;
+                }
+                continue;
+            }
+        copy:;
             struct slice_sink ss = {x->tmp, off, (size_t)want, 0};
             int err = cache_chunk_read(x->w->edge->cache, o->id, ci, slice_sink_fn, &ss);
             if (err != 0 || ss.copied == 0) {

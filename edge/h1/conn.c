@@ -797,6 +797,41 @@ static void h1_send_body(struct exchange *x, struct evbuffer *data)
     conn_flush(c);
 }
 
+static size_t h1_body_space(struct exchange *x);
+
+/* Zero-copy path for stored bodies: straight from the LMDB page to the socket when nothing
+ * is queued before it. Framing must be identity (stored objects have a known length). */
+static size_t h1_send_direct(struct exchange *x, const void *data, size_t len)
+{
+    struct h1_conn *c = x->transport;
+    if (c->closed || c->dead || c->resp_chunked)
+        return 0;
+    size_t done = 0;
+    if (evbuffer_get_length(c->out) > 0)
+        conn_flush(c);
+    if (c->dead)
+        return 0;
+    if (evbuffer_get_length(c->out) == 0) {
+        ssize_t w = send(c->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w > 0) {
+            done = (size_t)w;
+        } else if (w < 0 && !IO_RETRIABLE(errno)) {
+            c->dead = true;
+            event_active(c->rev, EV_READ, 0);
+            return 0;
+        }
+    }
+    if (done < len) {
+        size_t space = h1_body_space(x);
+        size_t n = len - done < space ? len - done : space;
+        evbuffer_add(c->out, (const char *)data + done, n);
+        done += n;
+        conn_flush(c);
+    }
+    METRIC_ADD(c->w, bytes_sent, done);
+    return done;
+}
+
 static size_t h1_body_space(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
@@ -874,4 +909,5 @@ static const struct transport_ops h1_ops = {
     .pause_body = h1_pause_body,
     .resume_body = h1_resume_body,
     .send_continue = h1_send_continue,
+    .send_direct = h1_send_direct,
 };

@@ -32,6 +32,16 @@ int64_t edge_now(const struct edge *e)
     return (int64_t)time(NULL) + atomic_load_explicit(&e->clock_offset, memory_order_relaxed);
 }
 
+void edge_timer_arm(struct event *ev, int64_t ms)
+{
+    if (ms <= 0) {
+        evtimer_del(ev);
+        return;
+    }
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(ev, &tv);
+}
+
 int64_t edge_mono_us(void)
 {
     struct timespec ts;

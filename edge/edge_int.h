@@ -160,6 +160,17 @@ struct edge {
     struct nocollapse *nocollapse; /* keys answered uncacheable recently: hit-for-miss */
 };
 
+/* Copy a slice of a stored chunk into `out` (a cache_sink_fn; one copy from the LMDB page). */
+struct edge_slice {
+    struct evbuffer *out;
+    size_t skip; /* bytes of the chunk before the slice */
+    size_t max; /* most bytes to copy */
+    size_t copied; /* set by the sink */
+};
+void edge_slice_sink(void *arg, const void *data, size_t len);
+/* Arm a timer `ms` milliseconds from now; ms <= 0 disarms it. */
+void edge_timer_arm(struct event *ev, int64_t ms);
+
 /* The node's clock in seconds (real time + debug offset). */
 int64_t edge_now(const struct edge *e);
 /* Monotonic microseconds, for latencies. */

@@ -782,14 +782,6 @@ static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_hea
     pump_obj(x);
 }
 
-/* Copy a slice of a chunk straight from the LMDB page into the output (one copy). */
-struct slice_sink {
-    struct evbuffer *out;
-    size_t skip;
-    size_t max;
-    size_t copied;
-};
-
 struct direct_sink {
     struct exchange *x;
     size_t skip;
@@ -808,18 +800,6 @@ static void direct_sink_fn(void *arg, const void *data, size_t len)
     /* Inside the read transaction: the transport never blocks here (non-blocking send, else
      * a bounded copy), so no reader waits on a slow client (STYLE.md rule 21). */
     d->taken = d->x->ops->send_direct(d->x, (const char *)data + d->skip, n);
-}
-
-static void slice_sink_fn(void *arg, const void *data, size_t len)
-{
-    struct slice_sink *s = arg;
-    if (s->skip >= len)
-        return;
-    size_t n = len - s->skip;
-    if (n > s->max)
-        n = s->max;
-    evbuffer_add(s->out, (const char *)data + s->skip, n);
-    s->copied = n;
 }
 
 static void pump_obj(struct exchange *x)
@@ -889,8 +869,8 @@ static void pump_obj(struct exchange *x)
                 continue;
             }
         copy:;
-            struct slice_sink ss = {x->tmp, off, (size_t)want, 0};
-            int err = cache_chunk_read(x->w->edge->cache, o->id, ci, slice_sink_fn, &ss);
+            struct edge_slice ss = {x->tmp, off, (size_t)want, 0};
+            int err = cache_chunk_read(x->w->edge->cache, o->id, ci, edge_slice_sink, &ss);
             if (err != 0 || ss.copied == 0) {
                 log_ratelimited(LOG_WARN, "cache: object %llu chunk %u unreadable (%s)",
                                 (unsigned long long)o->id, ci, op_strerror(err));

@@ -187,14 +187,21 @@ static void table_remove(struct fetch *f)
     pthread_mutex_unlock(&e->fetch_lock);
 }
 
-struct fetch *fetch_join(struct edge *e, struct str key, struct fetch_reader *r)
+/* Under e->fetch_lock: the newest registered fetch of `key`, or NULL. */
+static struct fetch *table_find(struct edge *e, struct str key)
 {
     uint64_t h = key_hash(key);
-    pthread_mutex_lock(&e->fetch_lock);
     struct fetch *f = e->fetch_tab[h % e->fetch_tab_size];
     for (; f; f = f->tab_next)
         if (f->hash == h && str_eq(f->key, key))
-            break;
+            return f;
+    return NULL;
+}
+
+struct fetch *fetch_join(struct edge *e, struct str key, struct fetch_reader *r)
+{
+    pthread_mutex_lock(&e->fetch_lock);
+    struct fetch *f = table_find(e, key);
     if (f) {
         pthread_mutex_lock(&f->lock);
         /* Only while the whole body can still be delivered: from memory (nothing released
@@ -290,12 +297,8 @@ bool fetch_vary_matches(struct fetch *f, const struct http_headers *req)
 
 bool fetch_in_flight(struct edge *e, struct str key)
 {
-    uint64_t h = key_hash(key);
     pthread_mutex_lock(&e->fetch_lock);
-    struct fetch *f = e->fetch_tab[h % e->fetch_tab_size];
-    for (; f; f = f->tab_next)
-        if (f->hash == h && str_eq(f->key, key))
-            break;
+    struct fetch *f = table_find(e, key);
     pthread_mutex_unlock(&e->fetch_lock);
     return f != NULL;
 }
@@ -322,19 +325,12 @@ enum fetch_state fetch_get_state(struct fetch *f, const struct fetch_head **head
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
-struct sink_arg {
-    struct evbuffer *out;
-    uint64_t skip;
-    size_t max;
-    size_t copied;
-};
-
-static void chunk_sink(void *arg, const void *data, size_t len)
+void edge_slice_sink(void *arg, const void *data, size_t len)
 {
-    struct sink_arg *s = arg;
+    struct edge_slice *s = arg;
     if (s->skip >= len)
         return;
-    size_t n = len - (size_t)s->skip;
+    size_t n = len - s->skip;
     if (n > s->max)
         n = s->max;
     evbuffer_add(s->out, (const char *)data + s->skip, n);
@@ -362,8 +358,9 @@ size_t fetch_read(struct fetch_reader *r, struct evbuffer *out, size_t max, bool
             uint64_t id = f->put_id;
             bool lost = f->store_lost;
             pthread_mutex_unlock(&f->lock);
-            struct sink_arg sa = {out, off, max - copied, 0};
-            int err = lost ? OP_ENOTFOUND : cache_chunk_read(f->e->cache, id, ci, chunk_sink, &sa);
+            struct edge_slice sa = {out, off, max - copied, 0};
+            int err =
+                lost ? OP_ENOTFOUND : cache_chunk_read(f->e->cache, id, ci, edge_slice_sink, &sa);
             pthread_mutex_lock(&f->lock);
             if (err != 0 || sa.copied == 0) {
                 *failed = true;

@@ -134,12 +134,7 @@ void upstream_pools_fini(struct worker *w)
 static void timer_arm(struct upstream *u, enum utimer kind, int64_t ms)
 {
     u->timer_kind = kind;
-    if (kind == UT_NONE || ms <= 0) {
-        evtimer_del(u->timer);
-        return;
-    }
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    evtimer_add(u->timer, &tv);
+    edge_timer_arm(u->timer, kind == UT_NONE ? 0 : ms);
 }
 
 static void up_free(struct upstream *u)

@@ -89,12 +89,7 @@ static const struct transport_ops h1_ops;
 static void timer_set(struct h1_conn *c, enum timer_kind kind, int64_t ms)
 {
     c->timer_kind = kind;
-    if (kind == T_NONE || ms <= 0) {
-        evtimer_del(c->timer);
-        return;
-    }
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    evtimer_add(c->timer, &tv);
+    edge_timer_arm(c->timer, kind == T_NONE ? 0 : ms);
 }
 
 static void read_enable(struct h1_conn *c, bool on)

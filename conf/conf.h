@@ -69,6 +69,7 @@ struct config {
     uint64_t cache_map_size; /* bytes; 0 = auto */
     uint64_t max_object_size;
     bool cache_sync;
+    int64_t cache_commit_interval_ms;
     char *access_log; /* NULL = off, "-" = stdout, else a path */
     int log_level; /* enum log_level from lib/log.h */
     uint64_t max_header_bytes;

@@ -86,6 +86,9 @@ enum {
     X(CACHE_SYNC, "cache_sync", CONF_T_BOOL, CONF_CTX_GLOBAL, CONF_G(cache_sync), "on", 0, 0,      \
       CONF_RESTART, "Flush each cache commit to disk; off is faster but a crash may lose the "     \
       "latest writes")                                                                             \
+    X(CACHE_COMMIT_INTERVAL, "cache_commit_interval", CONF_T_DURATION, CONF_CTX_GLOBAL,            \
+      CONF_G(cache_commit_interval_ms), "10ms", 1, 1000, CONF_RESTART,                            \
+      "Longest wait of the cache writer to gather a batch into one commit")                        \
     X(ACCESS_LOG, "access_log", CONF_T_LOG_TARGET, CONF_CTX_GLOBAL, CONF_G(access_log), "-", 0, 0, \
       CONF_RELOAD, "Access log: a file path, - for stdout, or off")                                \
     X(LOG_LEVEL, "log_level", CONF_T_LOG_LEVEL, CONF_CTX_GLOBAL, CONF_G(log_level), "info", 0, 0,  \

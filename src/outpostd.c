@@ -50,7 +50,7 @@ int main(int argc, char **argv)
         .high_water_pct = 90,
         .low_water_pct = 80,
         .nosync = !cfg->cache_sync,
-        .batch_ms = 10,
+        .batch_ms = (unsigned)cfg->cache_commit_interval_ms,
     };
     struct cache *cache = NULL;
     int r = cache_open(&cache, &copt);

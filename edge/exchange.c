@@ -668,16 +668,21 @@ static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_hea
     /* RFC 9111 4.3.2: without Last-Modified, the stored Date stands in for If-Modified-Since;
      * RFC 9110 13.1.5: for If-Range a date is a strong validator only if it is at least one
      * second older than the response's Date. */
+    const struct http_header *ims = http_headers_get(&x->req, "if-modified-since");
+    const struct http_header *rh = http_headers_get(&x->req, "range");
+    const struct http_header *ir = http_headers_get(&x->req, "if-range");
+    /* The stored Date is parsed only for the requests that need it, not on every hit. */
     int64_t date = -1;
-    const struct http_header *dh = http_headers_get(src, "date");
-    if (dh == NULL || http_date_parse(dh->value, &date) != 0)
-        date = -1;
+    if ((ims && m->last_modified < 0) || (ir && m->last_modified >= 0)) {
+        const struct http_header *dh = http_headers_get(src, "date");
+        if (dh == NULL || http_date_parse(dh->value, &date) != 0)
+            date = -1;
+    }
     int64_t ims_validator = m->last_modified >= 0 ? m->last_modified : date;
     int64_t range_validator = (m->last_modified >= 0 && date >= 0 && date - m->last_modified >= 1)
                                   ? m->last_modified
                                   : -1;
     struct http_headers cond_req = x->req;
-    const struct http_header *ims = http_headers_get(&x->req, "if-modified-since");
     int64_t ims_t;
     bool drop_ims = ims && http_date_parse(ims->value, &ims_t) == 0 && ims_t > now;
     struct http_headers filtered;
@@ -704,8 +709,6 @@ static void serve_obj(struct exchange *x, struct cache_obj *obj, struct http_hea
     uint64_t len = obj->body_len;
     x->n_ranges = 0;
     x->multipart = false;
-    const struct http_header *rh = http_headers_get(&x->req, "range");
-    const struct http_header *ir = http_headers_get(&x->req, "if-range");
     if (rh && x->is_get && obj->status == 200 &&
         (ir == NULL || http_if_range_ok(ir->value, et ? et->value : STR_NULL, range_validator))) {
         size_t n = 0;

@@ -32,21 +32,27 @@ def _join(threads, errors):
     assert not errors, errors
 
 
-def test_concurrent_misses_one_origin_fetch(outpost, origin, proto):
-    body = pattern_bytes("collapse", 300000)
+def _collapse(node, origin, path, proto):
+    """N clients miss `path` together while the origin holds its answer: one origin fetch,
+    every client the full body. Returns the X-Cache values."""
+    body = pattern_bytes("collapse" + path, 300000)
     gate = threading.Event()
-    origin.route("/col", headers={"Cache-Control": "max-age=60"}, body=body, gate=gate)
-    threads, results, errors = _run_clients(outpost, "/col", N, proto)
+    origin.route(path, headers={"Cache-Control": "max-age=60"}, body=body, gate=gate)
+    threads, results, errors = _run_clients(node, path, N, proto)
     try:
-        origin.wait_count("/col", 1)
-        wait_for(lambda: outpost.metric("outpost_connections") >= N, 10,
+        origin.wait_count(path, 1)
+        wait_for(lambda: node.metric("outpost_connections") >= N, 10,
                  msg="%d client connections open at the edge" % N)
     finally:
         gate.set()
     _join(threads, errors)
-    assert origin.count("/col") == 1
+    assert origin.count(path) == 1
     assert all(r.status == 200 and r.body == body for r in results)
-    xc = sorted(r.xcache for r in results)
+    return sorted(r.xcache for r in results)
+
+
+def test_concurrent_misses_one_origin_fetch(outpost, origin, proto):
+    xc = _collapse(outpost, origin, "/col", proto)
     assert xc.count("MISS") == 1, xc
     assert xc.count("COLLAPSED") == N - 1, xc
 
@@ -128,17 +134,6 @@ def test_collapsing_across_workers(spawn_outpost, origin, proto):
     """Clients spread over several worker threads (SO_REUSEPORT) still share one fetch: the
     fetch table is node-wide and readers on other workers are woken across threads."""
     node = spawn_outpost(origin, workers=2)
-    body = pattern_bytes("across", 300000)
-    gate = threading.Event()
-    origin.route("/across", headers={"Cache-Control": "max-age=60"}, body=body, gate=gate)
-    threads, results, errors = _run_clients(node, "/across", N, proto)
-    try:
-        origin.wait_count("/across", 1)
-        wait_for(lambda: node.metric("outpost_connections") >= N, 10,
-                 msg="%d client connections open at the edge" % N)
-    finally:
-        gate.set()
-    _join(threads, errors)
-    assert origin.count("/across") == 1
-    assert all(r.status == 200 and r.body == body for r in results)
-    assert sorted(r.xcache for r in results).count("COLLAPSED") == N - 1
+    xc = _collapse(node, origin, "/across", proto)
+    assert xc.count("MISS") == 1, xc
+    assert xc.count("COLLAPSED") == N - 1, xc

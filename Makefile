@@ -20,7 +20,7 @@ PYTHON := /usr/bin/python3
 BORINGSSL_CFLAGS := -I/usr/include/android
 BORINGSSL_LIBS := -L/usr/lib/x86_64-linux-gnu/android -l:libssl.so.0 -l:libcrypto.so.0 \
 	-Wl,-rpath,/usr/lib/x86_64-linux-gnu/android
-PKGS := libevent_core libevent_pthreads lmdb
+PKGS := libevent_core libevent_pthreads lmdb libnghttp2
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -32,13 +32,14 @@ CFLAGS_ALL = -std=gnu11 -D_GNU_SOURCE -g $(OPT) -pthread -I. $(WARN) $(PKG_CFLAG
 LDFLAGS_ALL = -pthread $(if $(SAN),-fsanitize=$(SAN),) $(LDFLAGS)
 LIBS_ALL = $(PKG_LIBS) $(BORINGSSL_LIBS) -lm
 
-# Per-module sources, in dependency order: lib <- http <- cache <- conf <- edge.
+# Per-module sources, in dependency order: lib <- http <- cache <- conf <- tls <- edge.
 LIB_SRC := $(wildcard lib/*.c)
 HTTP_SRC := $(wildcard http/*.c)
 CACHE_SRC := $(wildcard cache/*.c)
 CONF_SRC := $(wildcard conf/*.c)
-EDGE_SRC := $(wildcard edge/*.c edge/h1/*.c)
-CORE_SRC := $(LIB_SRC) $(HTTP_SRC) $(CACHE_SRC) $(CONF_SRC) $(EDGE_SRC)
+TLS_SRC := $(wildcard tls/*.c)
+EDGE_SRC := $(wildcard edge/*.c edge/h1/*.c edge/h2/*.c)
+CORE_SRC := $(LIB_SRC) $(HTTP_SRC) $(CACHE_SRC) $(CONF_SRC) $(TLS_SRC) $(EDGE_SRC)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 
 UNIT_SRC := $(wildcard tests/unit/*/*.c)

@@ -35,6 +35,29 @@ struct conf_addr {
     char text[272];
 };
 
+/* Per-site options that are not cache policy (TLS, redirects, upstream TLS). Like the policy,
+ * the global value (config->site_defaults) is the default of every site that does not set
+ * them. Strings are owned (NULL = unset). */
+struct conf_site_opts {
+    char *tls_certificate; /* PEM chain, leaf first; NULL: the node's default certificate */
+    char *tls_certificate_key; /* PEM private key (RSA or ECDSA) */
+    char *tls_ocsp_staple; /* DER OCSP response stapled to handshakes; NULL = none */
+    bool https_redirect; /* plaintext requests get 308 to https:// */
+    int64_t hsts_max_age; /* seconds; 0 = no Strict-Transport-Security */
+    bool hsts_include_subdomains;
+    bool upstream_tls; /* bridging: speak TLS to the origin servers */
+    char *upstream_tls_ca; /* CA bundle to verify them; NULL = /etc/ssl/certs */
+    char *upstream_tls_name; /* name verified and sent as SNI; NULL = the origin's host */
+    bool upstream_tls_verify; /* off: accept any certificate (never in production) */
+};
+
+/* `passthrough NAME HOST:PORT`: raw TLS whose SNI is NAME (exact, *.suffix or *) goes to
+ * HOST:PORT undecrypted. */
+struct conf_route {
+    char name[256];
+    struct conf_addr to;
+};
+
 /* One `site NAME... { }` block (or the catch-all site that --origin adds). */
 struct conf_site {
     char **names; /* lower-cased hostnames without port; "*" = catch-all; "*.example.com" =
@@ -43,6 +66,7 @@ struct conf_site {
     struct conf_addr *origins; /* at least one */
     size_t n_origins;
     struct cache_site_policy policy; /* per-site values, global defaults merged in */
+    struct conf_site_opts opts; /* same, for the options that are not cache policy */
     unsigned line; /* where the block starts; 0 for --origin */
 };
 
@@ -60,6 +84,12 @@ struct config {
     char *file; /* NULL when only flags were given */
     struct conf_addr *listen;
     size_t n_listen;
+    struct conf_addr *tls_listen; /* TLS listeners: HTTP/1.1 and HTTP/2 by ALPN */
+    size_t n_tls_listen;
+    struct conf_addr *passthrough_listen; /* raw TLS routed by SNI (see passthrough) */
+    size_t n_passthrough_listen;
+    struct conf_route *passthrough;
+    size_t n_passthrough;
     struct conf_addr admin;
     bool admin_enabled;
     unsigned workers; /* 0 in the file means one per online CPU: resolved by conf_load() */
@@ -87,7 +117,24 @@ struct config {
     uint64_t upstream_keepalive;
     uint64_t upstream_retries;
     bool debug_api;
+    /* TLS (server side; the certificate itself is per site, see conf_site_opts) */
+    char *tls_min_version; /* "1.2" or "1.3" */
+    char *tls_ciphers; /* TLS 1.2 cipher list (BoringSSL syntax); 1.3 suites are fixed */
+    char *tls_curves; /* key exchange groups, "X25519:P-256:P-384" */
+    bool tls_session_tickets;
+    int64_t tls_ticket_rotation_ms;
+    char *tls_ticket_key_file; /* 80 bytes shared across nodes; NULL = rotate locally */
+    int64_t tls_handshake_timeout_ms;
+    /* HTTP/2 */
+    bool http2; /* offer h2 by ALPN on TLS listeners */
+    bool h2c; /* accept HTTP/2 with prior knowledge on plaintext listeners */
+    uint64_t h2_max_concurrent_streams;
+    uint64_t h2_stream_window; /* bytes: initial stream flow-control window we grant */
+    uint64_t h2_max_resets_per_second; /* client RST_STREAMs (rapid reset, CVE-2023-44487) */
+    uint64_t h2_max_control_frames_per_second; /* PING, SETTINGS, PRIORITY, empty frames... */
+    uint64_t h2_max_continuations; /* CONTINUATION frames in one header block */
     struct cache_site_policy defaults; /* global per-site defaults (seconds) */
+    struct conf_site_opts site_defaults; /* global defaults of conf_site_opts */
     struct conf_site *sites;
     size_t n_sites;
 };

@@ -36,6 +36,7 @@
 #include "conf/conf.h"
 #include "edge/edge.h"
 #include "edge/h1/h1.h"
+#include "edge/sockio.h"
 #include "http/http.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
@@ -137,6 +138,8 @@ struct worker {
     struct metrics metrics;
     struct h1_conn *conns; /* open client connections (list, for shutdown) */
     struct h1_conn *reap; /* closed connections freed at the end of the iteration */
+    struct h2_conn *h2_conns; /* HTTP/2 connections (list, for shutdown); edge/h2 */
+    struct h2_conn *h2_reap; /* closed HTTP/2 connections freed at the end of the iteration */
     bool stopping;
 };
 
@@ -417,6 +420,22 @@ void h1_conn_close_all(struct worker *w);
 size_t h1_conn_close_idle(struct worker *w);
 /* Free connections closed during this loop iteration (the worker's reap event). */
 void h1_conn_reap(struct worker *w);
+
+/* ---- H2 front end ------------------------------------------------------------------------ */
+
+struct h2_conn;
+/* Take over a client connection from edge/h1 (ALPN h2 after the TLS handshake, or the h2c
+ * preface on a plaintext listener): `io` is moved into the new connection and must not be
+ * used by the caller afterwards; bytes already in io->in (the preface) are processed first.
+ * The connection keeps the accounting h1_conn_accept() did (e->connections, the
+ * connections gauge) and undoes it when it closes. */
+void h2_conn_adopt(struct worker *w, struct sockio *io);
+/* Graceful stop: GOAWAY on every connection; close those with no open stream. Returns how
+ * many connections remain. */
+size_t h2_conn_close_idle(struct worker *w);
+void h2_conn_close_all(struct worker *w);
+/* Free connections closed during this loop iteration (the worker's reap event). */
+void h2_conn_reap(struct worker *w);
 
 /* ---- admin ------------------------------------------------------------------------------- */
 

@@ -30,11 +30,11 @@ BUILD_PKGS=(
 TEST_PKGS=(
     curl python3 python3-pytest git
     lmdb-utils nghttp2-client ngtcp2-client
-    procps iproute2
+    procps iproute2 openssl python3-h2
     clang libclang-rt-14-dev
     nginx-light wrk
 )
-RUN_PKGS=(python3 curl)
+RUN_PKGS=(python3 curl openssl)
 BENCH_PKGS=(varnish trafficserver)
 
 usage() {

@@ -59,7 +59,7 @@ struct builder {
     struct config *c;
     unsigned set[CONF_OPT_COUNT]; /* line where the file set a global option; 0 = default */
     struct site_extra *sx;
-    bool listen_from_flag; /* a --listen already replaced the file's listeners */
+    bool addrs_from_flag[CONF_OPT_COUNT]; /* a flag already replaced the file's listeners */
     char *err;
     size_t errlen;
 };
@@ -380,7 +380,38 @@ static const char *option_suggest(struct str name)
 
 static void *field(void *base, const struct conf_option *o)
 {
-    return (char *)base + o->offset;
+    return (char *)base + (o->offset & ~CONF_OPTS_BIT);
+}
+
+/* Where option `o` is stored: struct config for global options; for per-site ones the
+ * site's policy or opts (`site` NULL: the global defaults that every site inherits). */
+static void *option_base(struct config *c, const struct conf_option *o, struct conf_site *site)
+{
+    if (!(o->context & CONF_CTX_SITE))
+        return c;
+    if (o->offset & CONF_OPTS_BIT)
+        return site != NULL ? (void *)&site->opts : (void *)&c->site_defaults;
+    return site != NULL ? (void *)&site->policy : (void *)&c->defaults;
+}
+
+/* The list a CONF_T_ADDRS option fills. */
+static void addr_list(struct config *c, int id, struct conf_addr ***v, size_t **n)
+{
+    switch (id) {
+    case CONF_OPT_TLS_LISTEN:
+        *v = &c->tls_listen;
+        *n = &c->n_tls_listen;
+        return;
+    case CONF_OPT_PASSTHROUGH_LISTEN:
+        *v = &c->passthrough_listen;
+        *n = &c->n_passthrough_listen;
+        return;
+    default:
+        ASSERT(id == CONF_OPT_LISTEN);
+        *v = &c->listen;
+        *n = &c->n_listen;
+        return;
+    }
 }
 
 static int bound_check(struct builder *b, const struct where *w, const struct conf_option *o,
@@ -425,24 +456,58 @@ static int option_apply(struct builder *b, const struct where *w, int id, const 
     struct config *c = b->c;
     if (n == 0)
         return fail(b, w, "missing argument");
-    if (o->type != CONF_T_ADDRS && o->type != CONF_T_ORIGINS && n > 1)
+    if (o->type == CONF_T_ROUTE && n != 2)
+        return fail(b, w, "expected NAME HOST:PORT, got %zu argument(s)", n);
+    if (o->type != CONF_T_ADDRS && o->type != CONF_T_ORIGINS && o->type != CONF_T_ROUTE && n > 1)
         return fail(b, w, "takes one argument, got %zu (quote an argument that has spaces)", n);
     struct str a = args[0];
     uint64_t u;
     int64_t ms;
     int rc;
     switch (o->type) {
-    case CONF_T_ADDRS:
-        if (from_flag && !b->listen_from_flag) {
-            free(c->listen);
-            c->listen = NULL;
-            c->n_listen = 0;
-            b->listen_from_flag = true;
+    case CONF_T_ADDRS: {
+        struct conf_addr **v;
+        size_t *nv;
+        addr_list(c, id, &v, &nv);
+        if (from_flag && !b->addrs_from_flag[id]) {
+            free(*v);
+            *v = NULL;
+            *nv = 0;
+            b->addrs_from_flag[id] = true;
         }
         for (size_t i = 0; i < n; i++)
-            if ((rc = addrs_append(b, w, &c->listen, &c->n_listen, args[i])) < 0)
+            if ((rc = addrs_append(b, w, v, nv, args[i])) < 0)
                 return rc;
         return 0;
+    }
+    case CONF_T_ROUTE: {
+        struct conf_route r;
+        memset(&r, 0, sizeof(r));
+        if (a.len == 0 || a.len >= sizeof(r.name))
+            return fail(b, w, "'%.*s': bad server name", SHOW(a));
+        for (size_t i = 0; i < a.len; i++) {
+            char ch = a.p[i];
+            bool okc = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                       (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '*' || ch == '_';
+            if (!okc)
+                return fail(b, w, "'%.*s': bad server name", SHOW(a));
+            r.name[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+        }
+        const char *problem = addr_parse(args[1], &r.to);
+        if (problem != NULL)
+            return fail(b, w, "'%.*s': %s", SHOW(args[1]), problem);
+        c->passthrough = xrealloc(c->passthrough, (c->n_passthrough + 1) * sizeof(r));
+        c->passthrough[c->n_passthrough++] = r;
+        return 0;
+    }
+    case CONF_T_TLS_VERSION: {
+        char **dst = field(base, o);
+        if (!str_eq(a, STR_LIT("1.2")) && !str_eq(a, STR_LIT("1.3")))
+            return fail(b, w, "expected 1.2 or 1.3, got '%.*s'", SHOW(a));
+        free(*dst);
+        *dst = xstrndup(a.p, a.len);
+        return 0;
+    }
     case CONF_T_ADDR_OFF: {
         struct conf_addr addr;
         if (str_eq(a, STR_LIT("off"))) {
@@ -816,11 +881,9 @@ static int line_handle(struct builder *b, const char *file, unsigned line, const
         return 0;
     }
     unsigned *set = *in_site ? b->sx[*site_idx].set : b->set;
-    if (set[id] != 0 && o->type != CONF_T_ADDRS)
+    if (set[id] != 0 && o->type != CONF_T_ADDRS && o->type != CONF_T_ROUTE)
         return fail(b, &w, "duplicate directive (already set at line %u)", set[id]);
-    void *base = b->c;
-    if (o->context & CONF_CTX_SITE)
-        base = *in_site ? (void *)&b->c->sites[*site_idx].policy : (void *)&b->c->defaults;
+    void *base = option_base(b->c, o, *in_site ? &b->c->sites[*site_idx] : NULL);
     int rc = option_apply(b, &w, id, args, n, base, false);
     if (rc == 0 && set[id] == 0)
         set[id] = line;
@@ -874,8 +937,7 @@ static void builder_init(struct builder *b, char *err, size_t errlen)
         if (o->def == NULL || o->type == CONF_T_ADDRS)
             continue;
         struct str def = str_cstr(o->def);
-        void *base = (o->context & CONF_CTX_SITE) ? (void *)&b->c->defaults : (void *)b->c;
-        int rc = option_apply(b, &w, i, &def, 1, base, false);
+        int rc = option_apply(b, &w, i, &def, 1, option_base(b->c, o, NULL), false);
         ASSERT(rc == 0);
     }
 }
@@ -887,12 +949,42 @@ static void builder_fail(struct builder *b)
     b->sx = NULL;
 }
 
+/* TLS settings that only make sense together. Run after the merge, so a site sees the
+ * certificate it inherits. */
+static int tls_check(struct builder *b, const char *file)
+{
+    struct config *c = b->c;
+    const struct conf_site_opts *d = &c->site_defaults;
+    unsigned cl = b->set[CONF_OPT_TLS_CERTIFICATE], kl = b->set[CONF_OPT_TLS_CERTIFICATE_KEY];
+    if ((d->tls_certificate == NULL) != (d->tls_certificate_key == NULL)) {
+        struct where w = {file, cl ? cl : kl,
+                          d->tls_certificate ? "tls_certificate" : "tls_certificate_key"};
+        return fail(b, &w,
+                    "tls_certificate and tls_certificate_key go together (or --cert "
+                    "and --key)");
+    }
+    if (c->n_tls_listen > 0 && d->tls_certificate == NULL) {
+        struct where w = {file, b->set[CONF_OPT_TLS_LISTEN], "tls_listen"};
+        return fail(b, &w,
+                    "needs a default certificate: set tls_certificate and "
+                    "tls_certificate_key (or --cert and --key)");
+    }
+    for (size_t s = 0; s < c->n_sites; s++) {
+        const struct conf_site_opts *o = &c->sites[s].opts;
+        if ((o->tls_certificate == NULL) != (o->tls_certificate_key == NULL)) {
+            struct where w = {file, c->sites[s].line, "site"};
+            return fail(b, &w, "tls_certificate and tls_certificate_key go together");
+        }
+    }
+    return 0;
+}
+
 /* Fill in listen, merge the global per-site defaults into the sites and check that there is
  * something to serve. `file` names the source for the error. */
 static int builder_finish(struct builder *b, const char *file)
 {
     struct config *c = b->c;
-    if (c->n_listen == 0) {
+    if (c->n_listen == 0 && c->n_tls_listen == 0 && c->n_passthrough_listen == 0) {
         struct str def = str_cstr(conf_options[CONF_OPT_LISTEN].def);
         struct where w = {"default", 0, NULL};
         int rc = option_apply(b, &w, CONF_OPT_LISTEN, &def, 1, c, false);
@@ -903,11 +995,20 @@ static int builder_finish(struct builder *b, const char *file)
             const struct conf_option *o = &conf_options[i];
             if (!(o->context & CONF_CTX_SITE) || o->type == CONF_T_ORIGINS || b->sx[s].set[i])
                 continue;
-            /* Every per-site option is a scalar of the policy: copy the field. */
-            size_t size = o->type == CONF_T_SECONDS ? sizeof(int64_t) : sizeof(bool);
-            memcpy(field(&c->sites[s].policy, o), field(&c->defaults, o), size);
+            void *dst = field(option_base(c, o, &c->sites[s]), o);
+            const void *src = field(option_base(c, o, NULL), o);
+            if (o->type == CONF_T_STRING) {
+                const char *v = *(char *const *)src;
+                *(char **)dst = v != NULL ? xstrdup(v) : NULL;
+            } else {
+                size_t size = o->type == CONF_T_SECONDS ? sizeof(int64_t) : sizeof(bool);
+                memcpy(dst, src, size);
+            }
         }
     }
+    int rc = tls_check(b, file);
+    if (rc < 0)
+        return rc;
     free(b->sx);
     b->sx = NULL;
     if (c->n_sites == 0) {
@@ -943,9 +1044,18 @@ void conf_free(struct config **cp)
         return;
     free(c->file);
     free(c->listen);
-    free(c->node_name);
-    free(c->cache_dir);
-    free(c->access_log);
+    free(c->tls_listen);
+    free(c->passthrough_listen);
+    free(c->passthrough);
+    for (int i = 0; i < CONF_OPT_COUNT; i++) {
+        const struct conf_option *o = &conf_options[i];
+        if (o->type != CONF_T_STRING && o->type != CONF_T_LOG_TARGET &&
+            o->type != CONF_T_TLS_VERSION)
+            continue;
+        free(*(char **)field(option_base(c, o, NULL), o));
+        for (size_t s = 0; s < c->n_sites && (o->context & CONF_CTX_SITE); s++)
+            free(*(char **)field(option_base(c, o, &c->sites[s]), o));
+    }
     for (size_t i = 0; i < c->n_sites; i++)
         site_fini(&c->sites[i]);
     free(c->sites);
@@ -1017,25 +1127,25 @@ static int file_read(struct builder *b, const char *path, char **data, size_t *l
 
 /* http://HOST[:PORT][/] */
 static int origin_url_parse(struct builder *b, const struct where *w, const char *url,
-                            struct conf_addr *a)
+                            struct conf_addr *a, bool *tls)
 {
     struct str s = str_cstr(url);
-    if (str_has_prefix(s, STR_LIT("https://")))
-        return fail(b, w, "'%s': https origins are not supported yet", url);
-    if (!str_has_prefix(s, STR_LIT("http://")))
-        return fail(b, w, "'%s': expected http://HOST:PORT", url);
-    s.p += 7;
-    s.len -= 7;
+    bool https = str_has_prefix(s, STR_LIT("https://"));
+    if (!https && !str_has_prefix(s, STR_LIT("http://")))
+        return fail(b, w, "'%s': expected http://HOST:PORT or https://HOST:PORT", url);
+    *tls = https;
+    s.p += https ? 8 : 7;
+    s.len -= https ? 8 : 7;
     if (s.len > 0 && s.p[s.len - 1] == '/')
         s.len--;
     if (str_chr(s, '/') >= 0 || str_chr(s, '?') >= 0 || str_chr(s, '@') >= 0)
-        return fail(b, w, "'%s': only http://HOST:PORT is supported (no path or user)", url);
+        return fail(b, w, "'%s': only http(s)://HOST:PORT is supported (no path or user)", url);
     char tmp[300];
     bool has_port = s.len > 0 && (s.p[0] == '[' ? str_chr(s, ']') >= 0 && s.p[s.len - 1] != ']'
                                                 : str_chr(s, ':') >= 0);
     if (s.len > 256)
         return fail(b, w, "'%s': host name too long", url);
-    snprintf(tmp, sizeof(tmp), "%.*s%s", (int)s.len, s.p, has_port ? "" : ":80");
+    snprintf(tmp, sizeof(tmp), "%.*s%s", (int)s.len, s.p, has_port ? "" : https ? ":443" : ":80");
     const char *problem = addr_parse(str_cstr(tmp), a);
     if (problem != NULL)
         return fail(b, w, "'%s': %s", url, problem);
@@ -1045,7 +1155,8 @@ static int origin_url_parse(struct builder *b, const struct where *w, const char
 static int flag_origin(struct builder *b, const struct where *w, const char *url)
 {
     struct conf_addr a;
-    int rc = origin_url_parse(b, w, url, &a);
+    bool tls = false;
+    int rc = origin_url_parse(b, w, url, &a, &tls);
     if (rc < 0)
         return rc;
     struct config *c = b->c;
@@ -1068,6 +1179,11 @@ static int flag_origin(struct builder *b, const struct where *w, const char *url
     struct conf_site *s = &c->sites[idx];
     s->origins = xrealloc(s->origins, (s->n_origins + 1) * sizeof(*s->origins));
     s->origins[s->n_origins++] = a;
+    if (tls) {
+        /* https:// origins: the catch-all site bridges (verifying against the system CAs). */
+        s->opts.upstream_tls = true;
+        b->sx[idx].set[CONF_OPT_UPSTREAM_TLS] = 1;
+    }
     return 0;
 }
 
@@ -1105,9 +1221,8 @@ static int flag_set(struct builder *b, const char *arg)
             else
                 args[n++] = t.v[k].s;
         }
-        void *base = (o->context & CONF_CTX_SITE) ? (void *)&b->c->defaults : (void *)b->c;
         if (rc == 0)
-            rc = option_apply(b, &w, id, args, n, base, true);
+            rc = option_apply(b, &w, id, args, n, option_base(b->c, o, NULL), true);
     }
     toks_fini(&t);
     return rc;
@@ -1130,6 +1245,9 @@ static const struct {
     {"--cache-dir", CONF_OPT_CACHE_DIR},
     {"--admin", CONF_OPT_ADMIN},
     {"--workers", CONF_OPT_WORKERS},
+    {"--tls-listen", CONF_OPT_TLS_LISTEN},
+    {"--cert", CONF_OPT_TLS_CERTIFICATE},
+    {"--key", CONF_OPT_TLS_CERTIFICATE_KEY},
     {"--set", -1},
 };
 
@@ -1148,7 +1266,9 @@ static int flags_apply(struct builder *b, const struct flag_op *ops, size_t n)
                 if (strcmp(f, value_flags[k].flag) != 0 || value_flags[k].opt < 0)
                     continue;
                 struct str v = str_cstr(ops[i].val);
-                rc = option_apply(b, &w, value_flags[k].opt, &v, 1, b->c, true);
+                const struct conf_option *o = &conf_options[value_flags[k].opt];
+                rc = option_apply(b, &w, value_flags[k].opt, &v, 1, option_base(b->c, o, NULL),
+                                  true);
             }
         }
         if (rc < 0)

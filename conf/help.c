@@ -38,6 +38,10 @@ static const char *type_name(enum conf_type t)
         return "block";
     case CONF_T_ORIGINS:
         return "addr...";
+    case CONF_T_ROUTE:
+        return "name addr";
+    case CONF_T_TLS_VERSION:
+        return "1.2|1.3";
     }
     return "?";
 }
@@ -75,9 +79,11 @@ static const char *default_text(const struct conf_option *o)
 {
     if (o->def != NULL)
         return o->def;
-    if (o->type == CONF_T_STRING)
+    if (o == &conf_options[CONF_OPT_NODE_NAME])
         return "(host name)";
-    return o->type == CONF_T_SITE ? "" : "(required)";
+    if (o == &conf_options[CONF_OPT_ORIGIN])
+        return "(required)";
+    return "";
 }
 
 /* A Markdown table cell: '|' would end the cell. */

@@ -41,6 +41,8 @@ enum conf_type {
     CONF_T_LOG_LEVEL, /* error|warn|info|debug into int */
     CONF_T_SITE, /* site NAME... { ... } */
     CONF_T_ORIGINS, /* origin HOST:PORT... inside a site */
+    CONF_T_ROUTE, /* NAME HOST:PORT, repeatable (passthrough) */
+    CONF_T_TLS_VERSION, /* 1.2 or 1.3, kept as a string */
 };
 
 enum {
@@ -55,6 +57,10 @@ enum {
 
 #define CONF_G(f) offsetof(struct config, f)
 #define CONF_P(f) offsetof(struct cache_site_policy, f)
+/* Per-site options stored in struct conf_site_opts rather than the cache policy: the offset
+ * carries this bit so that one OFFSET column serves both structs. */
+#define CONF_OPTS_BIT ((size_t)1 << 30)
+#define CONF_S(f) (CONF_OPTS_BIT | offsetof(struct conf_site_opts, f))
 #define CONF_KIB 1024ULL
 #define CONF_MIB (1024ULL * 1024)
 #define CONF_GIB (1024ULL * 1024 * 1024)
@@ -66,6 +72,12 @@ enum {
 #define CONF_OPTIONS(X)                                                                            \
     X(LISTEN, "listen", CONF_T_ADDRS, CONF_CTX_GLOBAL, 0, "127.0.0.1:8080", 0, 0, CONF_RESTART,    \
       "Client listener, HOST:PORT or [V6]:PORT; repeat the directive for more listeners")          \
+    X(TLS_LISTEN, "tls_listen", CONF_T_ADDRS, CONF_CTX_GLOBAL, 0, NULL, 0, 0, CONF_RESTART,        \
+      "TLS listener (HTTP/1.1 and HTTP/2 by ALPN), HOST:PORT; repeatable")                        \
+    X(PASSTHROUGH_LISTEN, "passthrough_listen", CONF_T_ADDRS, CONF_CTX_GLOBAL, 0, NULL, 0, 0,      \
+      CONF_RESTART, "TLS passthrough listener: routes raw TLS by SNI without decrypting it")       \
+    X(PASSTHROUGH, "passthrough", CONF_T_ROUTE, CONF_CTX_GLOBAL, 0, NULL, 0, 0, CONF_RELOAD,       \
+      "passthrough NAME HOST:PORT: TLS with SNI NAME (exact, *.suffix or *) goes to HOST:PORT")    \
     X(ADMIN, "admin", CONF_T_ADDR_OFF, CONF_CTX_GLOBAL, 0, "127.0.0.1:8081", 0, 0, CONF_RESTART,   \
       "Admin API listener (status, metrics), HOST:PORT, or off")                                   \
     X(WORKERS, "workers", CONF_T_UINT, CONF_CTX_GLOBAL, CONF_G(workers), "0", 0, 256,              \
@@ -131,6 +143,43 @@ enum {
       "Further attempts of an idempotent request after an origin connection fails")               \
     X(DEBUG_API, "debug_api", CONF_T_BOOL, CONF_CTX_GLOBAL, CONF_G(debug_api), "off", 0, 0,        \
       CONF_RESTART, "Enable the /debug endpoints of the admin API (for tests only)")               \
+    X(TLS_MIN_VERSION, "tls_min_version", CONF_T_TLS_VERSION, CONF_CTX_GLOBAL,                     \
+      CONF_G(tls_min_version), "1.2", 0, 0, CONF_RELOAD, "Oldest TLS version accepted: 1.2 or 1.3")\
+    X(TLS_CIPHERS, "tls_ciphers", CONF_T_STRING, CONF_CTX_GLOBAL, CONF_G(tls_ciphers),             \
+      "ECDHE+AESGCM:ECDHE+CHACHA20", 0, 0, CONF_RELOAD,                                            \
+      "TLS 1.2 cipher list (BoringSSL syntax); TLS 1.3 suites are fixed")                         \
+    X(TLS_CURVES, "tls_curves", CONF_T_STRING, CONF_CTX_GLOBAL, CONF_G(tls_curves),                \
+      "X25519:P-256:P-384", 0, 0, CONF_RELOAD, "Key exchange groups, in order of preference")     \
+    X(TLS_SESSION_TICKETS, "tls_session_tickets", CONF_T_BOOL, CONF_CTX_GLOBAL,                    \
+      CONF_G(tls_session_tickets), "on", 0, 0, CONF_RELOAD, "Resume TLS sessions with tickets")    \
+    X(TLS_TICKET_ROTATION, "tls_ticket_rotation", CONF_T_DURATION, CONF_CTX_GLOBAL,                \
+      CONF_G(tls_ticket_rotation_ms), "1h", 60 * CONF_SEC, 7 * CONF_DAY, CONF_RESTART,             \
+      "Period of the ticket keys: a key encrypts for one period, decrypts for two")              \
+    X(TLS_TICKET_KEY_FILE, "tls_ticket_key_file", CONF_T_STRING, CONF_CTX_GLOBAL,                  \
+      CONF_G(tls_ticket_key_file), NULL, 0, 0, CONF_RELOAD,                                        \
+      "80-byte ticket key shared by several nodes (not rotated); default: keys rotate locally")   \
+    X(TLS_HANDSHAKE_TIMEOUT, "tls_handshake_timeout", CONF_T_DURATION, CONF_CTX_GLOBAL,            \
+      CONF_G(tls_handshake_timeout_ms), "10s", 1, CONF_DAY, CONF_RELOAD,                           \
+      "Time a client has to complete the TLS handshake")                                           \
+    X(HTTP2, "http2", CONF_T_BOOL, CONF_CTX_GLOBAL, CONF_G(http2), "on", 0, 0, CONF_RELOAD,        \
+      "Offer HTTP/2 (ALPN h2) on TLS listeners")                                                   \
+    X(H2C, "h2c", CONF_T_BOOL, CONF_CTX_GLOBAL, CONF_G(h2c), "on", 0, 0, CONF_RELOAD,              \
+      "Accept HTTP/2 with prior knowledge (cleartext) on plain listeners")                         \
+    X(H2_MAX_CONCURRENT_STREAMS, "h2_max_concurrent_streams", CONF_T_COUNT, CONF_CTX_GLOBAL,       \
+      CONF_G(h2_max_concurrent_streams), "128", 1, 10000, CONF_RELOAD,                             \
+      "Open HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)")                      \
+    X(H2_STREAM_WINDOW, "h2_stream_window", CONF_T_SIZE, CONF_CTX_GLOBAL, CONF_G(h2_stream_window),\
+      "256k", 16 * CONF_KIB, CONF_GIB, CONF_RELOAD,                                                \
+      "Flow-control window granted to each HTTP/2 request stream")                                 \
+    X(H2_MAX_RESETS_PER_SECOND, "h2_max_resets_per_second", CONF_T_COUNT, CONF_CTX_GLOBAL,         \
+      CONF_G(h2_max_resets_per_second), "100", 1, 1000000, CONF_RELOAD,                            \
+      "Client stream resets per second (burst: twice as many) before GOAWAY (rapid reset)")        \
+    X(H2_MAX_CONTROL_FRAMES_PER_SECOND, "h2_max_control_frames_per_second", CONF_T_COUNT,          \
+      CONF_CTX_GLOBAL, CONF_G(h2_max_control_frames_per_second), "500", 1, 1000000, CONF_RELOAD,   \
+      "PING, SETTINGS, PRIORITY, WINDOW_UPDATE and empty frames per second before GOAWAY")        \
+    X(H2_MAX_CONTINUATIONS, "h2_max_continuations", CONF_T_COUNT, CONF_CTX_GLOBAL,                 \
+      CONF_G(h2_max_continuations), "16", 1, 1000, CONF_RELOAD,                                    \
+      "CONTINUATION frames in one header block before the connection is closed")                  \
     X(DEFAULT_TTL, "default_ttl", CONF_T_SECONDS, CONF_BOTH, CONF_P(default_ttl), "0", 0,          \
       365 * CONF_DAY, CONF_RELOAD,                                                                 \
       "Freshness of cacheable responses without explicit freshness or Last-Modified; 0 = do "      \
@@ -151,6 +200,30 @@ enum {
     X(CACHE_AUTHORIZED, "cache_authorized", CONF_T_BOOL, CONF_BOTH, CONF_P(cache_authorized),      \
       "off", 0, 0, CONF_RELOAD,                                                                    \
       "Store responses to requests with Authorization even without public/s-maxage")              \
+    X(TLS_CERTIFICATE, "tls_certificate", CONF_T_STRING, CONF_BOTH, CONF_S(tls_certificate), NULL, \
+      0, 0, CONF_RELOAD, "PEM certificate chain (leaf first, RSA or ECDSA); in a site: chosen by "\
+      "SNI")                                                                                       \
+    X(TLS_CERTIFICATE_KEY, "tls_certificate_key", CONF_T_STRING, CONF_BOTH,                        \
+      CONF_S(tls_certificate_key), NULL, 0, 0, CONF_RELOAD, "PEM private key of tls_certificate")  \
+    X(TLS_OCSP_STAPLE, "tls_ocsp_staple", CONF_T_STRING, CONF_BOTH, CONF_S(tls_ocsp_staple), NULL, \
+      0, 0, CONF_RELOAD, "DER OCSP response stapled to handshakes (refreshed on reload)")          \
+    X(HTTPS_REDIRECT, "https_redirect", CONF_T_BOOL, CONF_BOTH, CONF_S(https_redirect), "off", 0,  \
+      0, CONF_RELOAD, "Answer plaintext requests with 308 to the https:// URL")                    \
+    X(HSTS_MAX_AGE, "hsts_max_age", CONF_T_SECONDS, CONF_BOTH, CONF_S(hsts_max_age), "0", 0,       \
+      730 * CONF_DAY, CONF_RELOAD, "Strict-Transport-Security max-age on TLS responses; 0 = none") \
+    X(HSTS_INCLUDE_SUBDOMAINS, "hsts_include_subdomains", CONF_T_BOOL, CONF_BOTH,                  \
+      CONF_S(hsts_include_subdomains), "off", 0, 0, CONF_RELOAD,                                   \
+      "Add includeSubDomains to Strict-Transport-Security")                                        \
+    X(UPSTREAM_TLS, "upstream_tls", CONF_T_BOOL, CONF_BOTH, CONF_S(upstream_tls), "off", 0, 0,     \
+      CONF_RELOAD, "Speak TLS to the origin servers (bridging)")                                   \
+    X(UPSTREAM_TLS_CA, "upstream_tls_ca", CONF_T_STRING, CONF_BOTH, CONF_S(upstream_tls_ca), NULL, \
+      0, 0, CONF_RELOAD, "CA bundle that origin certificates must chain to; default: the system's")\
+    X(UPSTREAM_TLS_NAME, "upstream_tls_name", CONF_T_STRING, CONF_BOTH,                            \
+      CONF_S(upstream_tls_name), NULL, 0, 0, CONF_RELOAD,                                          \
+      "Name sent as SNI and verified in origin certificates; default: the origin's host")          \
+    X(UPSTREAM_TLS_VERIFY, "upstream_tls_verify", CONF_T_BOOL, CONF_BOTH,                          \
+      CONF_S(upstream_tls_verify), "on", 0, 0, CONF_RELOAD,                                        \
+      "Verify origin certificates (off only for testing)")                                         \
     X(SITE, "site", CONF_T_SITE, CONF_CTX_GLOBAL, 0, NULL, 0, 0, CONF_RELOAD,                      \
       "Block of options for the Host names listed: exact, *.suffix or * (catch-all)")              \
     X(ORIGIN, "origin", CONF_T_ORIGINS, CONF_CTX_SITE, 0, NULL, 0, 0, CONF_RELOAD,                 \

@@ -24,9 +24,8 @@ static int alpn_select(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uin
     static const uint8_t h2[] = "\x02h2";
     static const uint8_t h11[] = "\x08http/1.1";
     uint8_t *sel = NULL;
-    if (s->alpn_h2 &&
-        SSL_select_next_proto(&sel, outlen, h2, sizeof(h2) - 1, in, inlen) ==
-            OPENSSL_NPN_NEGOTIATED) {
+    if (s->alpn_h2 && SSL_select_next_proto(&sel, outlen, h2, sizeof(h2) - 1, in, inlen) ==
+                          OPENSSL_NPN_NEGOTIATED) {
         *out = sel;
         return SSL_TLSEXT_ERR_OK;
     }
@@ -53,8 +52,9 @@ int tls_server_new(const struct config *cfg, struct tls_tickets *tickets, bool a
     const struct conf_site_opts *d = &cfg->site_defaults;
     (void)tickets;
     if (d->tls_certificate == NULL || d->tls_certificate_key == NULL) {
-        snprintf(err, errlen, "tls_certificate and tls_certificate_key are required with "
-                              "tls_listen (or --cert and --key)");
+        snprintf(err, errlen,
+                 "tls_certificate and tls_certificate_key are required with "
+                 "tls_listen (or --cert and --key)");
         return OP_EINVAL;
     }
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());

@@ -24,7 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ASSERT(strncmp(err, "fuzz.conf", 9) == 0);
         return 0;
     }
-    ASSERT(c != NULL && c->n_sites > 0 && c->n_listen > 0);
+    ASSERT(c != NULL && c->n_sites > 0 &&
+           c->n_listen + c->n_tls_listen + c->n_passthrough_listen > 0);
     for (size_t i = 0; i < c->n_sites; i++) {
         const struct conf_site *s = &c->sites[i];
         ASSERT(s->n_names > 0 && s->n_origins > 0);

@@ -565,12 +565,10 @@ static void test_flags(void)
     LOAD_FAILS("/tmp: cannot read: is a directory", "directory", "-c", "/tmp");
     LOAD_FAILS("command line: no site to serve: give -c FILE or --origin http://HOST:PORT",
                "nothing to serve", "--listen", "127.0.0.1:1");
-    LOAD_FAILS("command line: --origin: 'https://o:443': https origins are not supported yet",
-               "https origin", "--origin", "https://o:443");
-    LOAD_FAILS("command line: --origin: 'ftp://o': expected http://HOST:PORT", "ftp origin",
-               "--origin", "ftp://o");
-    LOAD_FAILS("command line: --origin: 'http://o:1/app': only http://HOST:PORT is supported (no "
-               "path or user)",
+    LOAD_FAILS("command line: --origin: 'ftp://o': expected http://HOST:PORT or https://HOST:PORT",
+               "ftp origin", "--origin", "ftp://o");
+    LOAD_FAILS("command line: --origin: 'http://o:1/app': only http(s)://HOST:PORT is supported "
+               "(no path or user)",
                "origin path", "--origin", "http://o:1/app");
     LOAD_FAILS("command line: --origin: 'http://o:99999': the port must be a number from 1 to "
                "65535",
@@ -651,6 +649,80 @@ static void test_readme(void)
     free(txt);
 }
 
+/* TLS, HTTP/2 and passthrough options (issue 4). */
+static void test_tls(void)
+{
+    struct config *c = parse("tls_listen 127.0.0.1:8443 [::1]:8443\n"
+                             "tls_certificate /d/cert.pem\n"
+                             "tls_certificate_key /d/key.pem\n"
+                             "tls_min_version 1.3\n"
+                             "hsts_max_age 1d\n"
+                             "passthrough_listen 127.0.0.1:9443\n"
+                             "passthrough a.example 127.0.0.1:10443\n"
+                             "passthrough *.B.example 127.0.0.1:10444\n"
+                             "h2_max_concurrent_streams 10\n"
+                             "site a.example {\n origin 127.0.0.1:9000\n"
+                             " tls_certificate /a/cert.pem\n tls_certificate_key /a/key.pem\n"
+                             " upstream_tls on\n upstream_tls_name origin.a.example\n}\n"
+                             "site * {\n origin 127.0.0.1:9001\n hsts_max_age 0\n}\n");
+    ok(c != NULL, "tls config parses: %s", err);
+    if (c == NULL)
+        return;
+    is_int(c->n_listen, 0, "no default plain listener when tls_listen is given");
+    is_int(c->n_tls_listen, 2, "two tls listeners");
+    is_str(c->tls_listen[1].text, "[::1]:8443", "v6 tls listener");
+    is_str(c->tls_min_version, "1.3", "tls_min_version");
+    is_str(c->site_defaults.tls_certificate, "/d/cert.pem", "default certificate");
+    is_str(c->sites[0].opts.tls_certificate, "/a/cert.pem", "site certificate");
+    is_str(c->sites[1].opts.tls_certificate, "/d/cert.pem", "site inherits the certificate");
+    ok(c->sites[0].opts.upstream_tls && c->sites[0].opts.upstream_tls_verify, "upstream_tls");
+    is_str(c->sites[0].opts.upstream_tls_name, "origin.a.example", "upstream_tls_name");
+    ok(!c->sites[1].opts.upstream_tls, "upstream_tls off by default");
+    is_int(c->sites[0].opts.hsts_max_age, 86400, "hsts inherited, in seconds");
+    is_int(c->sites[1].opts.hsts_max_age, 0, "hsts overridden");
+    is_int(c->n_passthrough, 2, "two passthrough routes");
+    is_str(c->passthrough[1].name, "*.b.example", "route name lower-cased");
+    is_str(c->passthrough[1].to.text, "127.0.0.1:10444", "route target");
+    is_int(c->n_passthrough_listen, 1, "passthrough listener");
+    is_int(c->h2_max_concurrent_streams, 10, "h2_max_concurrent_streams");
+    ok(c->http2 && c->h2c && c->tls_session_tickets, "h2, h2c and tickets on by default");
+    is_int(c->h2_stream_window, 256 * 1024, "h2_stream_window default");
+    conf_free(&c);
+
+    parse_fails("tls_listen 127.0.0.1:8443\n" SITE,
+                "t.conf:1: tls_listen: needs a default certificate: set tls_certificate and "
+                "tls_certificate_key (or --cert and --key)",
+                "tls_listen without a certificate");
+    parse_fails("tls_certificate /c.pem\n" SITE,
+                "t.conf:1: tls_certificate: tls_certificate and tls_certificate_key go together "
+                "(or --cert and --key)",
+                "certificate without key");
+    parse_fails("tls_min_version 1.1\n" SITE,
+                "t.conf:1: tls_min_version: expected 1.2 or 1.3, "
+                "got '1.1'",
+                "old tls version");
+    parse_fails("passthrough a.example\n" SITE,
+                "t.conf:1: passthrough: expected NAME HOST:PORT, got 1 argument(s)",
+                "passthrough arity");
+    parse_fails("passthrough a/b 127.0.0.1:1\n" SITE,
+                "t.conf:1: passthrough: 'a/b': bad server name", "passthrough name");
+    parse_fails("site a {\n origin 127.0.0.1:1\n tls_certificate_key /k.pem\n}\n",
+                "t.conf:1: site: tls_certificate and tls_certificate_key go together",
+                "site key without certificate");
+
+    ok(LOAD(&c, "--origin", "https://o.example", "--tls-listen", "127.0.0.1:8443", "--cert",
+            "/c.pem", "--key", "/k.pem") == 0,
+       "quick-start tls flags: %s", err);
+    if (c != NULL) {
+        is_str(c->tls_listen[0].text, "127.0.0.1:8443", "--tls-listen");
+        is_str(c->site_defaults.tls_certificate_key, "/k.pem", "--key");
+        is_str(c->sites[0].origins[0].text, "o.example:443", "https origin port 443");
+        ok(c->sites[0].opts.upstream_tls, "https origin bridges");
+        is_str(c->sites[0].opts.tls_certificate, "/c.pem", "catch-all site gets --cert");
+        conf_free(&c);
+    }
+}
+
 int main(void)
 {
     test_defaults();
@@ -660,6 +732,7 @@ int main(void)
     test_errors();
     test_site_find();
     test_flags();
+    test_tls();
     test_readme();
     return tap_done();
 }

@@ -10,6 +10,7 @@
  */
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -241,6 +242,13 @@ const char *tls_conn_version(const struct tls_conn *t)
 
 const char *tls_conn_error(const struct tls_conn *t, char *buf, size_t len)
 {
+    /* A rejected peer certificate: say why ("certificate verify failed: Hostname mismatch")
+     * rather than BoringSSL's bare CERTIFICATE_VERIFY_FAILED. */
+    long vr = SSL_get_verify_result(t->ssl);
+    if (vr != X509_V_OK && (SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER)) {
+        snprintf(buf, len, "certificate verify failed: %s", X509_verify_cert_error_string(vr));
+        return buf;
+    }
     uint32_t e = ERR_peek_last_error();
     if (e == 0) {
         snprintf(buf, len, "connection error");

@@ -130,6 +130,14 @@ enum tls_status tls_conn_handshake(struct tls_conn *t)
     int rc = SSL_do_handshake(t->ssl);
     if (rc == 1) {
         t->handshake_done = true;
+        /* A TLS 1.3 server's NewSessionTickets wait for its first write (BoringSSL protects
+         * servers whose socket buffer a non-reading client could fill; rout never fills).
+         * A zero-byte write flushes them now, so the client can resume even if this
+         * connection ends before we answer. */
+        if (SSL_is_server(t->ssl)) {
+            (void)SSL_write(t->ssl, "", 0);
+            ERR_clear_error();
+        }
         return TLS_OK;
     }
     return ssl_status(t, rc);

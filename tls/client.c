@@ -53,8 +53,7 @@ static int ctx_index = -1; /* SSL_CTX -> struct tls_client */
 static int ssl_index = -1; /* SSL -> cache key (owned) */
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
 
-static void key_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
-                     void *argp)
+static void key_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl, void *argp)
 {
     free(ptr);
 }
@@ -101,8 +100,7 @@ static int load_ca(SSL_CTX *ctx, const char *ca_file, bool verify, char *err, si
     if (ca_file != NULL) {
         FILE *f = fopen(ca_file, "r");
         if (f == NULL) {
-            snprintf(err, errlen, "upstream_tls_ca %s: cannot open: %s", ca_file,
-                     strerror(errno));
+            snprintf(err, errlen, "upstream_tls_ca %s: cannot open: %s", ca_file, strerror(errno));
             return OP_EINVAL;
         }
         fclose(f);

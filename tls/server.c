@@ -73,9 +73,8 @@ static int alpn_select(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uin
     static const uint8_t h2[] = "\x02h2";
     static const uint8_t h11[] = "\x08http/1.1";
     uint8_t *sel = NULL;
-    if (s->alpn_h2 &&
-        SSL_select_next_proto(&sel, outlen, h2, sizeof(h2) - 1, in, inlen) ==
-            OPENSSL_NPN_NEGOTIATED) {
+    if (s->alpn_h2 && SSL_select_next_proto(&sel, outlen, h2, sizeof(h2) - 1, in, inlen) ==
+                          OPENSSL_NPN_NEGOTIATED) {
         *out = sel;
         return SSL_TLSEXT_ERR_OK;
     }
@@ -154,15 +153,15 @@ static int load_pair(SSL_CTX *ctx, const char *pre, const char *cert, const char
 {
     FILE *f = fopen(cert, "r");
     if (f == NULL) {
-        snprintf(err, errlen, "%stls_certificate %s: cannot open: %s", pre, cert,
-                 strerror(errno));
+        snprintf(err, errlen, "%stls_certificate %s: cannot open: %s", pre, cert, strerror(errno));
         return OP_EINVAL;
     }
     fclose(f);
     ERR_clear_error();
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-        uint32_t e = ERR_peek_last_error();
-        bool none = ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
+        bool none = false; /* BoringSSL stacks ERR_R_PEM_LIB over PEM's own reason */
+        for (uint32_t e; (e = ERR_get_error()) != 0;)
+            none |= ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
         snprintf(err, errlen, "%stls_certificate %s: %s", pre, cert,
                  none ? "no PEM certificate found" : ssl_reason());
         return OP_EINVAL;
@@ -229,7 +228,12 @@ static int ctx_settings(SSL_CTX *ctx, const struct config *cfg, struct tls_ticke
     ASSERT(SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) == 1);
     const char *ciphers = cfg->tls_ciphers ? cfg->tls_ciphers : DEFAULT_CIPHERS;
     if (SSL_CTX_set_strict_cipher_list(ctx, ciphers) != 1) {
-        snprintf(err, errlen, "tls_ciphers %s: %s", ciphers, ssl_reason());
+        uint32_t e = ERR_peek_last_error();
+        const char *why = ERR_GET_REASON(e) == SSL_R_NO_CIPHER_MATCH ? "no cipher matches"
+                          : ERR_GET_REASON(e) == SSL_R_INVALID_COMMAND
+                              ? "unknown cipher name or bad syntax"
+                              : ssl_reason();
+        snprintf(err, errlen, "tls_ciphers %s: %s", ciphers, why);
         return OP_EINVAL;
     }
     const char *curves = cfg->tls_curves ? cfg->tls_curves : DEFAULT_CURVES;
@@ -313,8 +317,9 @@ int tls_server_new(const struct config *cfg, struct tls_tickets *tickets, bool a
 {
     const struct conf_site_opts *d = &cfg->site_defaults;
     if (d->tls_certificate == NULL || d->tls_certificate_key == NULL) {
-        snprintf(err, errlen, "tls_certificate and tls_certificate_key are required with "
-                              "tls_listen (or --cert and --key)");
+        snprintf(err, errlen,
+                 "tls_certificate and tls_certificate_key are required with "
+                 "tls_listen (or --cert and --key)");
         return OP_EINVAL;
     }
     struct tls_server *s = xcalloc(1, sizeof(*s));

@@ -78,9 +78,8 @@ int tls_tickets_new(int64_t rotate_ms, const char *key_file, struct tls_tickets 
         size_t len = 0;
         int rc = tls_file_read(key_file, KEY_FILE_SIZE, &data, &len);
         if (rc == OP_ETOOBIG || (rc == 0 && len != KEY_FILE_SIZE)) {
-            snprintf(err, errlen, "tls_ticket_key_file %s: must hold exactly %d bytes%s",
-                     key_file, KEY_FILE_SIZE,
-                     rc == OP_ETOOBIG ? " (it is larger)" : " (it is smaller)");
+            snprintf(err, errlen, "tls_ticket_key_file %s: must hold exactly %d bytes%s", key_file,
+                     KEY_FILE_SIZE, rc == OP_ETOOBIG ? " (it is larger)" : " (it is smaller)");
             if (rc == 0) {
                 OPENSSL_cleanse(data, len);
                 free(data);
@@ -138,8 +137,8 @@ void tls_tickets_free(struct tls_tickets **tp)
     free(t);
 }
 
-static int ticket_key_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *ectx,
-                         HMAC_CTX *hctx, int encrypt)
+static int ticket_key_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *ectx, HMAC_CTX *hctx,
+                         int encrypt)
 {
     struct tls_tickets *t = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ex_index);
     struct ticket_key k;

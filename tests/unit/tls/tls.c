@@ -10,6 +10,8 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -570,6 +572,46 @@ static void test_tickets(void)
     cfg_free(cfg);
 }
 
+/* A timer thread rotates (every tick is a new period) while this thread handshakes and
+ * resumes: every handshake must complete, resumed or not (run under TSan to see the lock). */
+static atomic_bool ticking;
+
+static void *ticker(void *arg)
+{
+    struct tls_tickets *t = arg;
+    for (int64_t now = 0; atomic_load(&ticking); now += 1000)
+        tls_tickets_tick(t, now);
+    return NULL;
+}
+
+static void test_tickets_threads(void)
+{
+    char err[256];
+    struct tls_tickets *t = NULL;
+    ASSERT(tls_tickets_new(1000, NULL, &t, err, sizeof(err)) == 0);
+    struct config *cfg = cfg_new("default-ec.pem", "default-ec.key", NULL);
+    struct tls_server *s = server_new(cfg, t, true);
+    SSL_CTX *ctx = raw_ctx();
+    SSL_SESSION_free(take_session());
+    atomic_store(&ticking, true);
+    pthread_t th;
+    ASSERT(pthread_create(&th, NULL, ticker, t) == 0);
+    int done = 0;
+    for (int i = 0; i < 40; i++) {
+        SSL_SESSION *sess = take_session();
+        done += raw_resume(ctx, s, "default.test", i % 2 ? TLS1_2_VERSION : 0, sess) >= 0;
+        SSL_SESSION_free(sess);
+    }
+    atomic_store(&ticking, false);
+    pthread_join(th, NULL);
+    is_int(done, 40, "handshakes during rotations from another thread all complete");
+    SSL_SESSION_free(take_session());
+    SSL_CTX_free(ctx);
+    tls_server_unref(&s);
+    tls_tickets_free(&t);
+    cfg_free(cfg);
+}
+
 static void test_client_cache(void)
 {
     struct config *cfg = cfg_new("default-ec.pem", "default-ec.key", NULL);
@@ -836,6 +878,7 @@ int main(void)
     test_alpn();
     test_versions();
     test_tickets();
+    test_tickets_threads();
     test_client_cache();
     test_ocsp();
     test_errors();

@@ -60,6 +60,9 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     h1_conn_accept(w, fd, sa, salen, NULL);
 }
 
+/* Offer h2 by ALPN: HTTP/2 is configured on and the front end is built in. */
+#define EDGE_ALPN_H2(cfg) ((cfg)->http2 && EDGE_HAVE_H2)
+
 /* The node's current TLS contexts, with a reference for the caller. */
 static struct tls_server *tls_current(struct edge *e)
 {
@@ -176,8 +179,15 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
     fetch_table_init(e);
     if (cfg->n_tls_listen > 0) {
         char err[512];
-        if (tls_server_new(cfg, NULL, false, &e->tls, err, sizeof(err)) < 0) {
+        int rc = 0;
+        if (cfg->tls_session_tickets)
+            rc = tls_tickets_new(cfg->tls_ticket_rotation_ms, cfg->tls_ticket_key_file,
+                                 &e->tickets, err, sizeof(err));
+        if (rc == 0)
+            rc = tls_server_new(cfg, e->tickets, EDGE_ALPN_H2(cfg), &e->tls, err, sizeof(err));
+        if (rc < 0) {
             log_msg(LOG_ERR, "%s", err);
+            tls_tickets_free(&e->tickets);
             pthread_mutex_destroy(&e->tls_lock);
             pthread_mutex_destroy(&e->log_lock);
             fetch_table_fini(e);
@@ -248,7 +258,7 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
         return;
     }
     struct tls_server *ns = NULL;
-    if (tls_server_new(nc, NULL, false, &ns, err, sizeof(err)) < 0) {
+    if (tls_server_new(nc, e->tickets, EDGE_ALPN_H2(nc), &ns, err, sizeof(err)) < 0) {
         log_msg(LOG_ERR, "SIGHUP: reload refused, still serving the old certificates: %s", err);
         conf_free(&nc);
         return;
@@ -262,6 +272,15 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
     e->tls_cfgs = xrealloc(e->tls_cfgs, (e->n_tls_cfgs + 1) * sizeof(*e->tls_cfgs));
     e->tls_cfgs[e->n_tls_cfgs++] = nc;
     log_msg(LOG_INFO, "SIGHUP: TLS certificates reloaded");
+}
+
+/* Rotate the session ticket keys when their period is over. */
+static void tickets_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct edge *e = arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tls_tickets_tick(e->tickets, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
 void edge_set_argv(struct edge *e, int argc, char **argv)
@@ -287,6 +306,13 @@ int edge_run(struct edge *e)
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
     event_add(sighup, NULL);
+    struct event *tickets = NULL;
+    if (e->tickets != NULL) {
+        tickets = event_new(base, -1, EV_PERSIST, tickets_cb, e);
+        struct timeval tv = {10, 0};
+        event_add(tickets, &tv);
+        tickets_cb(-1, 0, e);
+    }
     int err = 0;
     if (e->cfg->admin_enabled) {
         err = admin_start(e, base, &e->admin);
@@ -312,6 +338,8 @@ out:
     event_free(sigterm);
     event_free(sigint);
     event_free(sighup);
+    if (tickets != NULL)
+        event_free(tickets);
     event_base_free(base);
     return err;
 }
@@ -344,6 +372,7 @@ void edge_destroy(struct edge **ep)
     fetch_table_fini(e);
     free((char *)e->via.p);
     tls_server_unref(&e->tls);
+    tls_tickets_free(&e->tickets); /* after the last server that used it */
     for (size_t i = 0; i < e->n_tls_cfgs; i++)
         conf_free(&e->tls_cfgs[i]);
     free(e->tls_cfgs);

@@ -165,6 +165,7 @@ struct edge {
      * takes a reference under tls_lock for each accepted connection */
     pthread_mutex_t tls_lock;
     struct tls_server *tls;
+    struct tls_tickets *tickets; /* shared by every generation of `tls` */
     struct config **tls_cfgs; /* configs read by SIGHUP (the contexts may point into them) */
     size_t n_tls_cfgs;
     int n_argv; /* the command line, to read the config again on SIGHUP */
@@ -434,6 +435,7 @@ void h1_conn_reap(struct worker *w);
 /* ---- H2 front end ------------------------------------------------------------------------ */
 
 struct h2_conn;
+#define EDGE_HAVE_H2 0 /* the nghttp2 front end is not in yet: ALPN offers http/1.1 only */
 /* Take over a client connection from edge/h1 (ALPN h2 after the TLS handshake, or the h2c
  * preface on a plaintext listener): `io` is moved into the new connection and must not be
  * used by the caller afterwards; bytes already in io->in (the preface) are processed first.

@@ -181,8 +181,8 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
         char err[512];
         int rc = 0;
         if (cfg->tls_session_tickets)
-            rc = tls_tickets_new(cfg->tls_ticket_rotation_ms, cfg->tls_ticket_key_file,
-                                 &e->tickets, err, sizeof(err));
+            rc = tls_tickets_new(cfg->tls_ticket_rotation_ms, cfg->tls_ticket_key_file, &e->tickets,
+                                 err, sizeof(err));
         if (rc == 0)
             rc = tls_server_new(cfg, e->tickets, EDGE_ALPN_H2(cfg), &e->tls, err, sizeof(err));
         if (rc < 0) {

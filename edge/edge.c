@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "edge/edge_int.h"
+#include "edge/passthrough.h"
 #include "lib/log.h"
 #include "lib/util.h"
 
@@ -122,6 +123,7 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     w->stopping = true;
     for (size_t i = 0; i < w->n_listeners; i++)
         evconnlistener_disable(w->listeners[i]);
+    passthrough_stop(w);
     drain_cb(-1, 0, w);
 }
 
@@ -131,10 +133,11 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     static __thread int64_t deadline;
     if (deadline == 0)
         deadline = edge_mono_us() + (int64_t)DRAIN_SECONDS * 1000000;
-    size_t left = h1_conn_close_idle(w) + h2_conn_close_idle(w);
+    size_t left = h1_conn_close_idle(w) + h2_conn_close_idle(w) + passthrough_close_idle(w);
     if (left == 0 || edge_mono_us() >= deadline) {
         h1_conn_close_all(w);
         h2_conn_close_all(w);
+        passthrough_close_all(w);
         event_base_loopexit(w->base, NULL);
         return;
     }
@@ -235,6 +238,12 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
             }
             w->n_listeners++;
         }
+        int err = passthrough_create(w);
+        if (err != 0) {
+            e->n_workers = i + 1;
+            edge_destroy(&e);
+            return err;
+        }
         upstream_pools_init(w);
     }
     *out = e;
@@ -326,6 +335,8 @@ int edge_run(struct edge *e)
     for (size_t i = 0; i < e->cfg->n_tls_listen; i++)
         log_msg(LOG_INFO, "listening on %s with TLS (%zu workers)", e->cfg->tls_listen[i].text,
                 e->n_workers);
+    for (size_t i = 0; i < e->cfg->n_passthrough_listen; i++)
+        log_msg(LOG_INFO, "passthrough on %s", e->cfg->passthrough_listen[i].text);
     event_base_dispatch(base);
     for (size_t i = 0; i < e->n_workers; i++)
         event_active(e->workers[i].stop_ev, EV_READ, 0);
@@ -354,6 +365,7 @@ void edge_destroy(struct edge **ep)
         for (size_t j = 0; j < w->n_listeners; j++)
             evconnlistener_free(w->listeners[j]);
         free(w->listeners);
+        passthrough_destroy(w);
         if (w->pools)
             upstream_pools_fini(w);
         if (w->stop_ev)

@@ -140,6 +140,7 @@ struct worker {
     struct h1_conn *reap; /* closed connections freed at the end of the iteration */
     struct h2_conn *h2_conns; /* HTTP/2 connections (list, for shutdown); edge/h2 */
     struct h2_conn *h2_reap; /* closed HTTP/2 connections freed at the end of the iteration */
+    struct passthrough *passthrough; /* TLS passthrough listeners and relays; edge/passthrough.c */
     bool stopping;
 };
 

@@ -108,12 +108,15 @@ def test_session_resumption_with_tickets(spawn_outpost, origin, certs, tmp_path)
     for v in ("-tls1_3", "-tls1_2"):
         if sess.exists():
             sess.unlink()
+        # -ign_eof and a whole request: s_client reads until the node closes, so the ticket
+        # (sent after the handshake) is in the saved session before it exits
         base = ["openssl", "s_client", "-connect", "%s:%d" % (HOST, port), "-servername",
-                "a.example", v]
-        p1 = subprocess.run(base + ["-sess_out", str(sess)], input=b"", stdout=subprocess.PIPE,
+                "a.example", "-ign_eof", v]
+        req = b"GET /t HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n"
+        p1 = subprocess.run(base + ["-sess_out", str(sess)], input=req, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, timeout=20)
         assert sess.exists(), p1.stdout.decode(errors="replace")
-        p2 = subprocess.run(base + ["-sess_in", str(sess)], input=b"", stdout=subprocess.PIPE,
+        p2 = subprocess.run(base + ["-sess_in", str(sess)], input=req, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, timeout=20)
         out = p2.stdout.decode(errors="replace")
         assert "Reused, TLSv1." in out, (v, out)

@@ -105,9 +105,10 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     static __thread int64_t deadline;
     if (deadline == 0)
         deadline = edge_mono_us() + (int64_t)DRAIN_SECONDS * 1000000;
-    size_t left = h1_conn_close_idle(w);
+    size_t left = h1_conn_close_idle(w) + h2_conn_close_idle(w);
     if (left == 0 || edge_mono_us() >= deadline) {
         h1_conn_close_all(w);
+        h2_conn_close_all(w);
         event_base_loopexit(w->base, NULL);
         return;
     }
@@ -118,6 +119,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     h1_conn_reap(arg);
+    h2_conn_reap(arg);
 }
 
 static void *worker_main(void *arg)
@@ -246,6 +248,7 @@ void edge_destroy(struct edge **ep)
             event_free(w->stop_ev);
         if (w->reap_ev) {
             h1_conn_reap(w);
+            h2_conn_reap(w);
             event_free(w->reap_ev);
         }
         if (w->base)

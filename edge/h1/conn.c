@@ -529,6 +529,41 @@ static void conn_process(struct h1_conn *c)
     c->in_read = false;
 }
 
+/* TEMPORARY (branch h2 only, replaced by the lead's sockio hand-off on merge): a plaintext
+ * connection that opens with the HTTP/2 preface goes to edge/h2. */
+static bool conn_try_h2c(struct h1_conn *c)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    size_t n = evbuffer_get_length(c->in);
+    if (!c->w->edge->cfg->h2c || c->x_active || n < sizeof(preface) - 1)
+        return false;
+    if (memcmp(evbuffer_pullup(c->in, sizeof(preface) - 1), preface, sizeof(preface) - 1) != 0)
+        return false;
+    struct worker *w = c->w;
+    struct sockio io;
+    memset(&io, 0, sizeof(io));
+    io.fd = c->fd;
+    io.in = c->in;
+    io.out = c->out;
+    snprintf(io.peer, sizeof(io.peer), "%s", c->peer);
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (w->conns == c)
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    event_free(c->timer);
+    event_free(c->rev);
+    event_free(c->wev);
+    free(c->hdrs);
+    c->closed = true;
+    c->next = w->reap;
+    w->reap = c;
+    event_active(w->reap_ev, EV_READ, 0);
+    h2_conn_adopt(w, &io);
+    return true;
+}
+
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_conn *c = arg;
@@ -546,6 +581,8 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
     }
+    if (conn_try_h2c(c))
+        return;
     conn_process(c);
     if (c->closed)
         return;

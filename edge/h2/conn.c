@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "edge/edge_int.h"
 #include "lib/log.h"
@@ -53,6 +54,7 @@
 #define HPACK_BOMB_FACTOR 4
 #define MAX_OUTBOUND_ACK 128
 #define MAX_SETTINGS_ENTRIES 32
+#define LINGER_MS 1000 /* reading and dropping input after our GOAWAY, before close */
 
 /*
  * Debian backports these two options into 1.52.0 (1.52.0-1+deb12u2 and later); upstream 1.52
@@ -128,6 +130,7 @@ struct h2_conn {
     bool in_run;
     bool eof; /* the client closed its side */
     bool closing; /* GOAWAY sent after an error: close once flushed */
+    bool lingering; /* flushed and shut down for writing: dropping input until close */
     bool closed;
     bool notice_sent; /* graceful stop: shutdown notice, then the final GOAWAY */
     bool final_goaway_sent;
@@ -776,6 +779,48 @@ static void conn_flush(struct h2_conn *c)
     }
 }
 
+/*
+ * The GOAWAY is written: send FIN, then read and drop what the client still sends for up to
+ * LINGER_MS before closing. Closing with unread input makes the kernel send a TCP reset, which
+ * can destroy the GOAWAY in the client's receive buffer before it is read (nginx's lingering
+ * close). The streams end now.
+ */
+static void conn_linger(struct h2_conn *c)
+{
+    if (c->lingering || c->closed)
+        return;
+    if (c->eof) {
+        conn_close_now(c);
+        return;
+    }
+    c->lingering = true;
+    while (c->streams)
+        stream_free(c->streams);
+    sockio_shutdown(&c->io);
+    sockio_flush(&c->io);
+    shutdown(c->io.fd, SHUT_WR);
+    edge_timer_arm(c->idle_timer, 0);
+    edge_timer_arm(c->stall_timer, LINGER_MS);
+    if (!c->reading) {
+        event_add(c->rev, NULL);
+        c->reading = true;
+    }
+}
+
+static void conn_linger_read(struct h2_conn *c)
+{
+    for (int i = 0; i < READS_PER_EVENT; i++) {
+        enum sockio_rc rc = sockio_read(&c->io, READ_MAX);
+        evbuffer_drain(c->io.in, evbuffer_get_length(c->io.in));
+        if (rc == SOCKIO_EOF || rc == SOCKIO_ERROR) {
+            conn_close_now(c);
+            return;
+        }
+        if (rc != SOCKIO_OK)
+            return;
+    }
+}
+
 /* GOAWAY with `code`, then close once it is written (or the send timeout passes). */
 static void conn_goaway(struct h2_conn *c, uint32_t code, const char *why)
 {
@@ -790,7 +835,7 @@ static void conn_goaway(struct h2_conn *c, uint32_t code, const char *why)
         return;
     conn_flush(c);
     if (!c->closed && sockio_pending(&c->io) == 0)
-        conn_close_now(c);
+        conn_linger(c);
 }
 
 /* Streams whose response waits behind a zero flow-control window (stall defence). */
@@ -842,7 +887,7 @@ static void conn_after_io(struct h2_conn *c)
     size_t pending = sockio_pending(&c->io);
     if (c->closing) {
         if (pending == 0)
-            conn_close_now(c);
+            conn_linger(c);
         return;
     }
     bool done = !nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s);
@@ -880,6 +925,10 @@ static void conn_run(struct h2_conn *c)
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_conn *c = arg;
+    if (c->lingering) {
+        conn_linger_read(c);
+        return;
+    }
     c->now_us = edge_mono_us();
     for (int i = 0; i < READS_PER_EVENT; i++) {
         enum sockio_rc rc = sockio_read(&c->io, READ_MAX);
@@ -909,6 +958,8 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
         conn_close_now(c); /* the client has not read anything for send_timeout */
         return;
     }
+    if (c->lingering)
+        return;
     c->now_us = edge_mono_us();
     if (c->closing) {
         conn_after_io(c);
@@ -920,6 +971,8 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 static void conn_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_conn *c = arg;
+    if (c->lingering)
+        return;
     c->now_us = edge_mono_us();
     if (c->closing)
         conn_after_io(c);
@@ -931,7 +984,9 @@ static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_conn *c = arg;
     c->idle_armed = false;
-    if (c->n_busy == 0)
+    if (c->lingering)
+        conn_close_now(c);
+    else if (c->n_busy == 0)
         conn_goaway(c, NGHTTP2_NO_ERROR, "idle");
 }
 
@@ -939,6 +994,10 @@ static void conn_stall_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_conn *c = arg;
     c->stall_armed = false;
+    if (c->lingering) {
+        conn_close_now(c); /* the linger time is over */
+        return;
+    }
     c->now_us = edge_mono_us();
     int64_t oldest = conn_oldest_blocked(c);
     if (oldest && c->now_us - oldest >= conn_cfg(c)->send_timeout_ms * 1000) {
@@ -1103,7 +1162,7 @@ size_t h2_conn_close_idle(struct worker *w)
             if (!c->closed && c->n_busy == 0 && c->final_goaway_sent)
                 conn_close_now(c);
         }
-        if (!c->closed)
+        if (!c->closed && !c->lingering)
             left++;
         c = next;
     }

@@ -626,8 +626,7 @@ class Outpost(Peer):
                 "--set", "access_log=off"]
         if self.tls:  # hook: the flag names of the TLS issue
             argv += ["--tls-listen", "127.0.0.1:%d" % self.tls_port]
-            if "--tls-cert" in self.help:
-                argv += ["--tls-cert", self.env.cert, "--tls-key", self.env.key]
+            argv += ["--cert", self.env.cert, "--key", self.env.key]
         self.proc = self.env.start(self.name, argv, SERVER_CPU)
         if not wait_port(self.port, proc=self.proc):
             raise RuntimeError("outpostd did not start: " + tail(self.env.path("outpost.out")))

@@ -57,7 +57,32 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         evutil_closesocket(fd);
         return;
     }
-    h1_conn_accept(w, fd, sa, salen);
+    h1_conn_accept(w, fd, sa, salen, NULL);
+}
+
+/* Offer h2 by ALPN: HTTP/2 is configured on and the front end is built in. */
+#define EDGE_ALPN_H2(cfg) ((cfg)->http2 && EDGE_HAVE_H2)
+
+/* The node's current TLS contexts, with a reference for the caller. */
+static struct tls_server *tls_current(struct edge *e)
+{
+    pthread_mutex_lock(&e->tls_lock);
+    struct tls_server *s = e->tls != NULL ? tls_server_ref(e->tls) : NULL;
+    pthread_mutex_unlock(&e->tls_lock);
+    return s;
+}
+
+static void accept_tls_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                          int salen, void *arg)
+{
+    struct worker *w = arg;
+    struct tls_server *tls = w->stopping ? NULL : tls_current(w->edge);
+    if (tls == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    h1_conn_accept(w, fd, sa, salen, tls);
+    tls_server_unref(&tls); /* the connection took its own reference */
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -66,7 +91,8 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     log_ratelimited(LOG_WARN, "accept: %s", evutil_socket_error_to_string(err));
 }
 
-static int bind_listener(struct worker *w, const struct conf_addr *a, struct evconnlistener **out)
+static int bind_listener(struct worker *w, const struct conf_addr *a, bool tls,
+                         struct evconnlistener **out)
 {
     struct sockaddr_storage ss;
     int sslen = sizeof(ss);
@@ -75,7 +101,7 @@ static int bind_listener(struct worker *w, const struct conf_addr *a, struct evc
         return -EINVAL;
     }
     struct evconnlistener *l = evconnlistener_new_bind(
-        w->base, accept_cb, w,
+        w->base, tls ? accept_tls_cb : accept_cb, w,
         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
         1024, (struct sockaddr *)&ss, sslen);
     if (l == NULL) {
@@ -149,7 +175,27 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
         e->via = str_make(xstrndup(v, (size_t)n), (size_t)n);
     }
     pthread_mutex_init(&e->log_lock, NULL);
+    pthread_mutex_init(&e->tls_lock, NULL);
     fetch_table_init(e);
+    if (cfg->n_tls_listen > 0) {
+        char err[512];
+        int rc = 0;
+        if (cfg->tls_session_tickets)
+            rc = tls_tickets_new(cfg->tls_ticket_rotation_ms, cfg->tls_ticket_key_file, &e->tickets,
+                                 err, sizeof(err));
+        if (rc == 0)
+            rc = tls_server_new(cfg, e->tickets, EDGE_ALPN_H2(cfg), &e->tls, err, sizeof(err));
+        if (rc < 0) {
+            log_msg(LOG_ERR, "%s", err);
+            tls_tickets_free(&e->tickets);
+            pthread_mutex_destroy(&e->tls_lock);
+            pthread_mutex_destroy(&e->log_lock);
+            fetch_table_fini(e);
+            free((char *)e->via.p);
+            free(e);
+            return OP_EINVAL;
+        }
+    }
     if (cfg->access_log) {
         if (strcmp(cfg->access_log, "-") == 0) {
             e->access_log = stdout;
@@ -175,9 +221,12 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
             util_oom(0);
         w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
         w->reap_ev = event_new(w->base, -1, 0, reap_cb, w);
-        w->listeners = xcalloc(cfg->n_listen, sizeof(*w->listeners));
-        for (size_t j = 0; j < cfg->n_listen; j++) {
-            int err = bind_listener(w, &cfg->listen[j], &w->listeners[j]);
+        size_t nl = cfg->n_listen + cfg->n_tls_listen;
+        w->listeners = xcalloc(nl, sizeof(*w->listeners));
+        for (size_t j = 0; j < nl; j++) {
+            bool tls = j >= cfg->n_listen;
+            const struct conf_addr *a = tls ? &cfg->tls_listen[j - cfg->n_listen] : &cfg->listen[j];
+            int err = bind_listener(w, a, tls, &w->listeners[j]);
             if (err != 0) {
                 e->n_workers = i + 1;
                 w->n_listeners = j;
@@ -190,6 +239,54 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
     }
     *out = e;
     return 0;
+}
+
+/* SIGHUP: read the config file again and swap in new TLS contexts (certificates, keys, OCSP
+ * staples) if they all load; otherwise keep serving with the old ones. Connections keep the
+ * contexts they started with. The rest of the config is not reloaded yet. */
+static void hup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct edge *e = arg;
+    if (e->n_argv == 0 || e->cfg->n_tls_listen == 0) {
+        log_msg(LOG_INFO, "SIGHUP: nothing to reload");
+        return;
+    }
+    struct config *nc = NULL;
+    char err[600];
+    if (conf_load(e->n_argv, e->argv, &nc, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERR, "SIGHUP: reload refused, still serving the old certificates: %s", err);
+        return;
+    }
+    struct tls_server *ns = NULL;
+    if (tls_server_new(nc, e->tickets, EDGE_ALPN_H2(nc), &ns, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERR, "SIGHUP: reload refused, still serving the old certificates: %s", err);
+        conf_free(&nc);
+        return;
+    }
+    pthread_mutex_lock(&e->tls_lock);
+    struct tls_server *old = e->tls;
+    e->tls = ns;
+    pthread_mutex_unlock(&e->tls_lock);
+    tls_server_unref(&old);
+    /* The new contexts may point into their config: keep it as long as the node runs. */
+    e->tls_cfgs = xrealloc(e->tls_cfgs, (e->n_tls_cfgs + 1) * sizeof(*e->tls_cfgs));
+    e->tls_cfgs[e->n_tls_cfgs++] = nc;
+    log_msg(LOG_INFO, "SIGHUP: TLS certificates reloaded");
+}
+
+/* Rotate the session ticket keys when their period is over. */
+static void tickets_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct edge *e = arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tls_tickets_tick(e->tickets, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+void edge_set_argv(struct edge *e, int argc, char **argv)
+{
+    e->n_argv = argc;
+    e->argv = argv;
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -205,8 +302,17 @@ int edge_run(struct edge *e)
     signal(SIGPIPE, SIG_IGN);
     struct event *sigterm = evsignal_new(base, SIGTERM, signal_cb, base);
     struct event *sigint = evsignal_new(base, SIGINT, signal_cb, base);
+    struct event *sighup = evsignal_new(base, SIGHUP, hup_cb, e);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
+    event_add(sighup, NULL);
+    struct event *tickets = NULL;
+    if (e->tickets != NULL) {
+        tickets = event_new(base, -1, EV_PERSIST, tickets_cb, e);
+        struct timeval tv = {10, 0};
+        event_add(tickets, &tv);
+        tickets_cb(-1, 0, e);
+    }
     int err = 0;
     if (e->cfg->admin_enabled) {
         err = admin_start(e, base, &e->admin);
@@ -217,6 +323,9 @@ int edge_run(struct edge *e)
         pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i]);
     for (size_t i = 0; i < e->cfg->n_listen; i++)
         log_msg(LOG_INFO, "listening on %s (%zu workers)", e->cfg->listen[i].text, e->n_workers);
+    for (size_t i = 0; i < e->cfg->n_tls_listen; i++)
+        log_msg(LOG_INFO, "listening on %s with TLS (%zu workers)", e->cfg->tls_listen[i].text,
+                e->n_workers);
     event_base_dispatch(base);
     for (size_t i = 0; i < e->n_workers; i++)
         event_active(e->workers[i].stop_ev, EV_READ, 0);
@@ -228,6 +337,9 @@ out:
         admin_stop(&e->admin);
     event_free(sigterm);
     event_free(sigint);
+    event_free(sighup);
+    if (tickets != NULL)
+        event_free(tickets);
     event_base_free(base);
     return err;
 }
@@ -259,6 +371,12 @@ void edge_destroy(struct edge **ep)
         fclose(e->access_log);
     fetch_table_fini(e);
     free((char *)e->via.p);
+    tls_server_unref(&e->tls);
+    tls_tickets_free(&e->tickets); /* after the last server that used it */
+    for (size_t i = 0; i < e->n_tls_cfgs; i++)
+        conf_free(&e->tls_cfgs[i]);
+    free(e->tls_cfgs);
+    pthread_mutex_destroy(&e->tls_lock);
     pthread_mutex_destroy(&e->log_lock);
     free(e);
     *ep = NULL;

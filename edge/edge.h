@@ -21,6 +21,8 @@ struct cache;
 #define OUTPOST_VERSION "0.1.0"
 
 int edge_create(struct edge **out, const struct config *cfg, struct cache *cache);
+/* The command line, so that SIGHUP can read the config file again (argv must outlive e). */
+void edge_set_argv(struct edge *e, int argc, char **argv);
 int edge_run(struct edge *e);
 void edge_destroy(struct edge **e);
 

@@ -161,6 +161,15 @@ struct edge {
     size_t fetch_tab_size;
     size_t fetch_count;
     struct nocollapse *nocollapse; /* keys answered uncacheable recently: hit-for-miss */
+    /* TLS: the current server contexts, swapped by SIGHUP on the control thread; a worker
+     * takes a reference under tls_lock for each accepted connection */
+    pthread_mutex_t tls_lock;
+    struct tls_server *tls;
+    struct tls_tickets *tickets; /* shared by every generation of `tls` */
+    struct config **tls_cfgs; /* configs read by SIGHUP (the contexts may point into them) */
+    size_t n_tls_cfgs;
+    int n_argv; /* the command line, to read the config again on SIGHUP */
+    char **argv;
 };
 
 /* Copy a slice of a stored chunk into `out` (a cache_sink_fn; one copy from the LMDB page). */
@@ -414,7 +423,9 @@ void upstream_pools_fini(struct worker *w);
 /* ---- H1 front end ------------------------------------------------------------------------ */
 
 struct h1_conn;
-void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen);
+/* `tls` NULL for a plaintext listener; else the connection takes its own reference. */
+void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen,
+                    struct tls_server *tls);
 void h1_conn_close_all(struct worker *w);
 /* Close connections that wait for a request (graceful stop); returns how many remain. */
 size_t h1_conn_close_idle(struct worker *w);
@@ -424,6 +435,7 @@ void h1_conn_reap(struct worker *w);
 /* ---- H2 front end ------------------------------------------------------------------------ */
 
 struct h2_conn;
+#define EDGE_HAVE_H2 0 /* the nghttp2 front end is not in yet: ALPN offers http/1.1 only */
 /* Take over a client connection from edge/h1 (ALPN h2 after the TLS handshake, or the h2c
  * preface on a plaintext listener): `io` is moved into the new connection and must not be
  * used by the caller afterwards; bytes already in io->in (the preface) are processed first.

@@ -115,6 +115,16 @@ static void add_hdr(struct exchange *x, const char *name, struct str value)
  * set Age (age >= 0) or keep the upstream's (age < 0), add Date if missing, append Via, set
  * X-Cache.
  */
+/* Strict-Transport-Security on responses sent over TLS, when the site asks for it. */
+static void add_hsts(struct exchange *x)
+{
+    if (x->site == NULL || x->site->opts.hsts_max_age <= 0 || !str_eq(x->scheme, STR_LIT("https")))
+        return;
+    add_hdr(x, "Strict-Transport-Security",
+            arena_printf(&x->arena, "max-age=%lld%s", (long long)x->site->opts.hsts_max_age,
+                         x->site->opts.hsts_include_subdomains ? "; includeSubDomains" : ""));
+}
+
 static void response_headers(struct exchange *x, const struct http_headers *src, int64_t age,
                              int64_t date_if_missing)
 {
@@ -161,6 +171,7 @@ static void response_headers(struct exchange *x, const struct http_headers *src,
     (void)cfg;
     if (x->xcache != XCACHE_NONE)
         add_hdr(x, "X-Cache", str_cstr(xcache_name(x->xcache)));
+    add_hsts(x);
 }
 
 static void finish(struct exchange *x)
@@ -177,7 +188,8 @@ static void abort_exchange(struct exchange *x)
     x->ops->abort(x);
 }
 
-void exchange_respond_error(struct exchange *x, int status, const char *msg)
+/* A locally generated response with a short text body; `location` for redirects. */
+static void respond_local(struct exchange *x, int status, const char *msg, struct str location)
 {
     detach_fetch(x);
     x->status = status;
@@ -187,8 +199,11 @@ void exchange_respond_error(struct exchange *x, int status, const char *msg)
     add_hdr(x, "Date", str_make(d, HTTP_DATE_LEN));
     add_hdr(x, "Content-Type", STR_LIT("text/plain; charset=utf-8"));
     add_hdr(x, "Cache-Control", STR_LIT("no-store"));
+    if (location.len)
+        add_hdr(x, "Location", location);
     if (x->xcache != XCACHE_NONE)
         add_hdr(x, "X-Cache", str_cstr(xcache_name(x->xcache)));
+    add_hsts(x);
     struct str body = arena_printf(&x->arena, "%d %s\n", status, msg);
     x->resp_length = (int64_t)body.len;
     x->no_body = x->is_head;
@@ -202,6 +217,28 @@ void exchange_respond_error(struct exchange *x, int status, const char *msg)
         x->body_sent = body.len;
     }
     finish(x);
+}
+
+void exchange_respond_error(struct exchange *x, int status, const char *msg)
+{
+    respond_local(x, status, msg, STR_NULL);
+}
+
+/* https_redirect: 308 (method and body kept) to the same URL on the first TLS listener's
+ * port (omitted when it is 443). */
+static void redirect_to_https(struct exchange *x)
+{
+    const struct config *cfg = x->w->edge->cfg;
+    uint16_t port = cfg->n_tls_listen > 0 ? cfg->tls_listen[0].port : 443;
+    bool v6 = str_chr(x->host, ':') >= 0;
+    char ps[8] = "";
+    if (port != 443)
+        snprintf(ps, sizeof(ps), ":%u", (unsigned)port);
+    struct str loc =
+        arena_printf(&x->arena, "https://%s%.*s%s%s%.*s", v6 ? "[" : "", (int)x->host.len,
+                     x->host.p, v6 ? "]" : "", ps, (int)x->path.len, x->path.p);
+    x->xcache = XCACHE_NONE;
+    respond_local(x, 308, "use https", loc);
 }
 
 /* ---- starting --------------------------------------------------------------------------- */
@@ -288,15 +325,24 @@ void exchange_start(struct exchange *x)
         exchange_respond_error(x, 421, "no site is configured for this host");
         return;
     }
+    if (x->site->opts.https_redirect && !str_eq(x->scheme, STR_LIT("https"))) {
+        redirect_to_https(x);
+        return;
+    }
     http_cc_parse(&x->req, "cache-control", &x->req_cc);
     if (!x->req_cc.present && http_headers_has_token(&x->req, "pragma", "no-cache"))
         x->req_cc.no_cache = true; /* RFC 9111 5.4: Pragma only without Cache-Control */
     if (x->expect_continue && x->req_has_body && x->ops->send_continue)
         x->ops->send_continue(x);
-    /* The key: authority without the default port, then path and query. */
+    /* The key: authority without the scheme's default port, then path and query. The scheme
+     * is not part of it: http and https share objects (as Varnish and most CDNs do). */
     struct str auth = x->authority;
-    if (auth.len > 3 && memcmp(auth.p + auth.len - 3, ":80", 3) == 0)
+    if (str_eq(x->scheme, STR_LIT("https"))) {
+        if (auth.len > 4 && memcmp(auth.p + auth.len - 4, ":443", 4) == 0)
+            auth.len -= 4;
+    } else if (auth.len > 3 && memcmp(auth.p + auth.len - 3, ":80", 3) == 0) {
         auth.len -= 3;
+    }
     x->key =
         arena_printf(&x->arena, "%.*s%.*s", (int)auth.len, auth.p, (int)x->path.len, x->path.p);
     if (!x->is_get && !x->is_head) {

@@ -46,6 +46,7 @@ struct fetch {
     struct arena arena;
     struct str method; /* as sent upstream */
     struct str authority;
+    struct str scheme; /* of the request: "http" or "https" (static) */
     struct str path;
     struct http_headers req; /* the initiator's request headers (copies in `arena`) */
     char client_addr[64];
@@ -652,8 +653,8 @@ static void on_up_head(void *arg, const struct h1_response *resp, const char *bu
                 target = v;
             } else {
                 char pre[300];
-                int pl = snprintf(pre, sizeof(pre), "http://%.*s/", (int)f->authority.len,
-                                  f->authority.p);
+                int pl = snprintf(pre, sizeof(pre), "%.*s://%.*s/", (int)f->scheme.len, f->scheme.p,
+                                  (int)f->authority.len, f->authority.p);
                 if (pl > 0 && (size_t)pl < sizeof(pre) &&
                     str_has_prefix(v, str_make(pre, (size_t)pl - 1)))
                     target = str_make(v.p + pl - 1, v.len - (size_t)pl + 1);
@@ -944,6 +945,7 @@ struct fetch *fetch_start(struct worker *w, const struct fetch_params *p, struct
      * request, so that it can be stored and shared. */
     f->method = f->private_ ? arena_strdup(&f->arena, x->method) : STR_LIT("GET");
     f->authority = arena_strdup(&f->arena, x->authority);
+    f->scheme = arena_strdup(&f->arena, x->scheme);
     f->path = arena_strdup(&f->arena, x->path);
     snprintf(f->client_addr, sizeof(f->client_addr), "%s", x->client_addr);
     http_headers_init(&f->req);

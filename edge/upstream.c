@@ -10,6 +10,12 @@
  * before any response byte, no request body sent yet) is retried once on a fresh connection,
  * transparently: keep-alive races are not errors. Timeouts: connect, first byte, idle between
  * body reads. Response bodies stop being read while the fetch is paused (back-pressure).
+ *
+ * Bridging (upstream_tls): the socket bufferevent is wrapped in a libevent filter whose two
+ * callbacks run the TLS record layer (tls/tls.h), so everything above sees plaintext exactly
+ * as for a plain connection, and keep-alive reuse works the same. The certificate is verified
+ * against the site's CA and name (SNI sent); a failed handshake fails the request like a
+ * reset, with the reason in the log.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -49,6 +55,8 @@ struct upstream_pool {
     struct sockaddr_storage ss;
     socklen_t sslen;
     bool resolved;
+    struct tls_client *tls; /* upstream_tls: verification context, session cache */
+    const char *tls_name; /* SNI and name to verify */
     struct upstream *idle;
     size_t n_idle;
 };
@@ -80,6 +88,9 @@ struct upstream {
     bool in_cb;
     bool dead; /* freed at the end of the callback */
     bool eof_seen; /* the server closed its side */
+    bool is_tls;
+    struct tls_conn tls;
+    struct bufferevent *under; /* TLS: the socket under the filter (freed with it) */
 };
 
 static void up_read_cb(struct bufferevent *bev, void *arg);
@@ -114,6 +125,14 @@ void upstream_pools_init(struct worker *w)
             } else {
                 log_msg(LOG_ERR, "upstream: cannot resolve origin %s", p->addr.text);
             }
+            const struct conf_site_opts *o = &cfg->sites[i].opts;
+            if (o->upstream_tls) {
+                char err[400];
+                p->tls_name = o->upstream_tls_name ? o->upstream_tls_name : p->addr.host;
+                if (tls_client_new(o->upstream_tls_ca, o->upstream_tls_verify, &p->tls, err,
+                                   sizeof(err)) < 0)
+                    log_msg(LOG_ERR, "upstream %s: %s", p->addr.text, err);
+            }
         }
     }
 }
@@ -126,6 +145,7 @@ void upstream_pools_fini(struct worker *w)
             w->pools[i].idle = u->next_idle;
             up_free(u);
         }
+        tls_client_free(&w->pools[i].tls);
     }
     free(w->pools);
     w->pools = NULL;
@@ -146,7 +166,9 @@ static void up_free(struct upstream *u)
     if (u->timer)
         event_free(u->timer);
     if (u->bev)
-        bufferevent_free(u->bev);
+        bufferevent_free(u->bev); /* and the socket under a TLS filter */
+    if (u->is_tls)
+        tls_conn_fini(&u->tls);
     if (u->head_copy)
         evbuffer_free(u->head_copy);
     free(u->head_mem);
@@ -167,18 +189,72 @@ static void pool_remove_idle(struct upstream *u)
 /* Fail the current request; may retry transparently on a fresh connection. */
 static void up_fail(struct upstream *u, enum upstream_err err);
 
+/* TLS filter, socket -> plaintext: decrypt; handshake records go straight back out. */
+static enum bufferevent_filter_result tls_in_filter(struct evbuffer *src, struct evbuffer *dst,
+                                                    ev_ssize_t lim, enum bufferevent_flush_mode m,
+                                                    void *arg)
+{
+    struct upstream *u = arg;
+    bool was_done = u->tls.handshake_done;
+    evbuffer_add_buffer(u->tls.rin, src);
+    enum tls_status st = tls_conn_read(&u->tls, dst);
+    if (evbuffer_get_length(u->tls.rout) > 0)
+        bufferevent_write_buffer(u->under, u->tls.rout);
+    if (st == TLS_ERROR) {
+        char why[200];
+        log_ratelimited(LOG_WARN, "upstream %s: TLS %s: %s", u->pool->addr.text,
+                        was_done ? "error" : "handshake failed",
+                        tls_conn_error(&u->tls, why, sizeof(why)));
+        return BEV_ERROR;
+    }
+    if (!was_done && u->tls.handshake_done)
+        bufferevent_flush(u->bev, EV_WRITE, BEV_NORMAL); /* the request waiting for it */
+    return BEV_OK;
+}
+
+/* TLS filter, plaintext -> socket: encrypt once the handshake is done. */
+static enum bufferevent_filter_result tls_out_filter(struct evbuffer *src, struct evbuffer *dst,
+                                                     ev_ssize_t lim, enum bufferevent_flush_mode m,
+                                                     void *arg)
+{
+    struct upstream *u = arg;
+    if (!u->tls.handshake_done)
+        return BEV_NEED_MORE;
+    if (tls_conn_write_buf(&u->tls, src) != TLS_OK)
+        return BEV_ERROR;
+    evbuffer_add_buffer(dst, u->tls.rout);
+    return BEV_OK;
+}
+
 static bool up_connect(struct upstream *u)
 {
     const struct config *cfg = u->w->edge->cfg;
     if (!u->pool->resolved)
         return false;
-    u->bev = bufferevent_socket_new(u->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (u->pool->site->opts.upstream_tls && u->pool->tls == NULL)
+        return false; /* the CA could not be loaded: logged at start */
+    struct bufferevent *sock = bufferevent_socket_new(u->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (sock == NULL)
+        return false;
+    u->bev = sock;
+    if (u->pool->tls != NULL) {
+        if (u->is_tls)
+            tls_conn_fini(&u->tls); /* a transparent retry: start a new session */
+        u->is_tls = true;
+        tls_conn_init(&u->tls, tls_client_ssl(u->pool->tls, u->pool->tls_name, NULL));
+        u->under = sock;
+        u->bev = bufferevent_filter_new(sock, tls_in_filter, tls_out_filter, BEV_OPT_CLOSE_ON_FREE,
+                                        NULL, u);
+        if (u->bev == NULL) {
+            bufferevent_free(sock);
+            return false;
+        }
+    }
     bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, u);
     bufferevent_setwatermark(u->bev, EV_WRITE, 64 * 1024, 0);
-    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&u->pool->ss, (int)u->pool->sslen) <
-        0)
+    if (bufferevent_socket_connect(sock, (struct sockaddr *)&u->pool->ss, (int)u->pool->sslen) < 0)
         return false;
-    evutil_socket_t fd = bufferevent_getfd(u->bev);
+    evutil_socket_t fd = bufferevent_getfd(sock);
     int one = 1;
     if (fd >= 0)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -527,6 +603,11 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct upstream *u = arg;
     if (what & BEV_EVENT_CONNECTED) {
+        if (u->is_tls) {
+            /* Send the ClientHello; the request waits in the filter until the handshake. */
+            (void)tls_conn_handshake(&u->tls);
+            bufferevent_write_buffer(u->under, u->tls.rout);
+        }
         if (u->state == U_CONNECTING) {
             u->state = U_WAIT_HEAD;
             timer_arm(u, UT_FIRST_BYTE, u->w->edge->cfg->upstream_first_byte_timeout_ms);

@@ -67,6 +67,7 @@ int main(int argc, char **argv)
         conf_free(&cfg);
         return 1;
     }
+    edge_set_argv(e, argc, argv);
     r = edge_run(e);
     /* The cache writer calls back into the edge (commit notifications): drain and stop it
      * before the edge goes away. */

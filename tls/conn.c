@@ -10,6 +10,7 @@
  */
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -129,6 +130,14 @@ enum tls_status tls_conn_handshake(struct tls_conn *t)
     int rc = SSL_do_handshake(t->ssl);
     if (rc == 1) {
         t->handshake_done = true;
+        /* A TLS 1.3 server's NewSessionTickets wait for its first write (BoringSSL protects
+         * servers whose socket buffer a non-reading client could fill; rout never fills).
+         * A zero-byte write flushes them now, so the client can resume even if this
+         * connection ends before we answer. */
+        if (SSL_is_server(t->ssl)) {
+            (void)SSL_write(t->ssl, "", 0);
+            ERR_clear_error();
+        }
         return TLS_OK;
     }
     return ssl_status(t, rc);
@@ -241,6 +250,13 @@ const char *tls_conn_version(const struct tls_conn *t)
 
 const char *tls_conn_error(const struct tls_conn *t, char *buf, size_t len)
 {
+    /* A rejected peer certificate: say why ("certificate verify failed: Hostname mismatch")
+     * rather than BoringSSL's bare CERTIFICATE_VERIFY_FAILED. */
+    long vr = SSL_get_verify_result(t->ssl);
+    if (vr != X509_V_OK && (SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER)) {
+        snprintf(buf, len, "certificate verify failed: %s", X509_verify_cert_error_string(vr));
+        return buf;
+    }
     uint32_t e = ERR_peek_last_error();
     if (e == 0) {
         snprintf(buf, len, "connection error");

@@ -40,12 +40,19 @@
 
 struct tls_tickets;
 /* Keys rotate every `rotate_ms` (a key encrypts for one period and still decrypts for the
- * next one). `key_file` (may be NULL): 80 bytes of key material shared by several nodes,
- * as nginx's ssl_session_ticket_key; then nothing rotates until the file changes (reload). */
+ * next one; <= 0: never). `key_file` (may be NULL): 80 bytes of key material shared by several
+ * nodes, in the layout of nginx's 80-byte ssl_session_ticket_key (16 name, 32 HMAC-SHA256
+ * key, 32 AES-256-CBC key), so nginx and Outpost nodes can share one file; then nothing
+ * rotates until the file changes (reload). Errors: OP_EINVAL ("tls_ticket_key_file PATH:
+ * must hold exactly 80 bytes", unreadable file). The object must outlive every tls_server
+ * built with it; one object serves all generations, so tickets survive a reload. */
 int tls_tickets_new(int64_t rotate_ms, const char *key_file, struct tls_tickets **out, char *err,
                     size_t errlen);
-/* Rotate if the current key is older than its period; call from a timer (any thread). */
+/* Rotate if the current key is older than its period; call from a timer (any thread, while
+ * workers handshake). The first call starts the period of the first key. If the timer was
+ * late by a whole period, the previous key is dropped as well. */
 void tls_tickets_tick(struct tls_tickets *t, int64_t now_ms);
+/* After the last tls_server that uses it is gone; clears *t. NULL is fine. */
 void tls_tickets_free(struct tls_tickets **t);
 
 /* ---- server ------------------------------------------------------------------------------- */
@@ -54,29 +61,41 @@ struct tls_server;
 /*
  * Build the server contexts from `cfg`: the global tls_certificate/tls_certificate_key (the
  * default, required when cfg has tls listeners) and every site's own pair (selected when SNI
- * matches one of the site's names, with the same rules as conf_site_find()). Loads chains,
- * checks that each key matches its certificate, loads OCSP staples, applies tls_protocols
- * and tls_ciphers. `alpn_h2`: offer h2 (else http/1.1 only). Returns 0 or OP_EINVAL.
+ * matches one of the site's names, with the same rules as conf_site_find(); no SNI, or a name
+ * no site serves, gets the default). Identical (certificate, key, OCSP staple) triples share
+ * one context. Loads chains, checks that each key matches its certificate, loads OCSP staples
+ * (DER), applies tls_min_version (max is always 1.3), tls_ciphers (TLS 1.2 only) and
+ * tls_curves, with modern defaults when unset. `alpn_h2`: offer h2 (else http/1.1 only).
+ * `tickets`: ticket keys (NULL: BoringSSL's own, valid for this server only); ignored when
+ * cfg->tls_session_tickets is false (no tickets, no resumption). Returns 0 or OP_EINVAL with
+ * e.g. "site a.example: tls_certificate_key /k.pem: key does not match the certificate
+ * /c.pem". `cfg` is not referenced after the call.
  */
 int tls_server_new(const struct config *cfg, struct tls_tickets *tickets, bool alpn_h2,
                    struct tls_server **out, char *err, size_t errlen);
 struct tls_server *tls_server_ref(struct tls_server *s);
 void tls_server_unref(struct tls_server **s);
-/* A new server-side SSL for an accepted connection. */
+/* A new server-side SSL for an accepted connection. The caller holds a reference on `s` (see
+ * tls_server_ref) while the SSL lives: the SNI and ALPN callbacks use it. */
 SSL *tls_server_ssl(struct tls_server *s);
 
 /* ---- upstream client ---------------------------------------------------------------------- */
 
 struct tls_client;
 /*
- * Client context for a site's upstream: verify against `ca_file` (NULL: the system store
- * /etc/ssl/certs), unless `verify` is false. Returns 0 or OP_EINVAL.
+ * Client context for a site's upstream: verify against `ca_file` (NULL: the system store,
+ * /etc/ssl/certs/ca-certificates.crt or else the hashed /etc/ssl/certs), unless `verify` is
+ * false. Returns 0 or OP_EINVAL ("upstream_tls_ca PATH: cannot open: ..."). Free with
+ * tls_client_free() after the last SSL made from it is freed.
  */
 int tls_client_new(const char *ca_file, bool verify, struct tls_client **out, char *err,
                    size_t errlen);
 void tls_client_free(struct tls_client **c);
 /* A new client-side SSL that sends `sni` and (when verifying) checks the certificate is for
- * `name`; offers ALPN http/1.1 and resumes a session cached for the same name. */
+ * `name`; offers ALPN http/1.1 and resumes a session cached for the same (sni, name). `name`
+ * NULL: `sni`. An IP literal name is checked against the IP SANs, and never sent as SNI.
+ * A failed verification makes tls_conn_handshake() return TLS_ERROR, and tls_conn_error()
+ * say why ("certificate verify failed: Hostname mismatch"). Any worker thread. */
 SSL *tls_client_ssl(struct tls_client *c, const char *sni, const char *name);
 
 /* ---- a connection over evbuffers ------------------------------------------------------------ */
@@ -99,7 +118,8 @@ struct tls_conn {
 /* Take ownership of `ssl` (from tls_server_ssl() or tls_client_ssl()); creates rin/rout. */
 void tls_conn_init(struct tls_conn *t, SSL *ssl);
 void tls_conn_fini(struct tls_conn *t);
-/* Advance the handshake with what rin holds. TLS_OK once done (handshake_done set). */
+/* Advance the handshake with what rin holds. TLS_OK once done (handshake_done set); a
+ * server's TLS 1.3 session tickets are then already in rout. */
 enum tls_status tls_conn_handshake(struct tls_conn *t);
 /* Decrypt what rin holds into `plain` (appends). TLS_OK if anything or nothing was decrypted
  * but no error happened and more may come (TLS_WANT when rin holds no complete record),

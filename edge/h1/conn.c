@@ -46,9 +46,7 @@ enum timer_kind {
 
 struct h1_conn {
     struct worker *w;
-    evutil_socket_t fd;
-    struct evbuffer *in;
-    struct evbuffer *out;
+    struct sockio io; /* socket, TLS, plaintext in/out */
     struct event *rev;
     struct event *wev;
     bool reading; /* rev is added */
@@ -56,8 +54,9 @@ struct h1_conn {
     bool dead; /* a write failed: close at the next callback */
     struct h1_conn *prev;
     struct h1_conn *next;
-    char peer[64];
     struct http_header *hdrs;
+    uint64_t n_requests; /* heads parsed on this connection */
+    bool handed_off; /* the socket now belongs to edge/h2 */
     struct exchange x;
     bool x_active;
     bool keep_alive;
@@ -76,6 +75,7 @@ struct h1_conn {
     struct event *timer;
     enum timer_kind timer_kind;
     bool in_read; /* re-entrancy guard */
+    bool alpn_checked; /* TLS: the protocol was looked at after the handshake */
 };
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
@@ -106,7 +106,7 @@ static void read_enable(struct h1_conn *c, bool on)
 /* Process buffered input from a fresh call stack (after a response, on resume). */
 static void process_later(struct h1_conn *c)
 {
-    if (evbuffer_get_length(c->in) > 0 || c->eof)
+    if (evbuffer_get_length(c->io.in) > 0 || c->eof)
         event_active(c->rev, EV_READ, 0);
 }
 
@@ -130,8 +130,9 @@ static void conn_close_after_flush(struct h1_conn *c)
     c->closing = true;
     c->keep_alive = false;
     timer_set(c, T_NONE, 0);
+    sockio_shutdown(&c->io);
     conn_flush(c);
-    if (evbuffer_get_length(c->out) == 0 || c->dead)
+    if (sockio_pending(&c->io) == 0 || c->dead)
         conn_close_now(c);
 }
 
@@ -145,7 +146,9 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         break;
     case T_HEADER:
         METRIC_INC(w, rejected[REJECT_HEADER_TIMEOUT]);
-        if (!c->x_active) {
+        if (!sockio_ready(&c->io)) {
+            conn_close_now(c); /* TLS handshake timeout: nothing to answer in */
+        } else if (!c->x_active) {
             /* answer 408 with a throwaway exchange so the response is framed once */
             exchange_init(&c->x, w, &h1_ops, c);
             c->x_active = true;
@@ -171,7 +174,8 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen,
+                    struct tls_server *tls)
 {
     struct edge *e = w->edge;
     const struct config *cfg = e->cfg;
@@ -181,8 +185,10 @@ void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr 
         METRIC_INC(w, rejected[REJECT_TOO_MANY_CONNECTIONS]);
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                    "Connection: close\r\nRetry-After: 1\r\n\r\n";
-        ssize_t wr = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)wr;
+        if (tls == NULL) { /* a TLS client could not read it */
+            ssize_t wr = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)wr;
+        }
         evutil_closesocket(fd);
         return;
     }
@@ -191,24 +197,21 @@ void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr 
     c->hdrs = xcalloc(cfg->max_headers, sizeof(*c->hdrs));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    sockio_init(&c->io, fd, tls);
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
         inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
         port = ntohs(s4->sin_port);
-        snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+        snprintf(c->io.peer, sizeof(c->io.peer), "%s:%d", host, port);
     } else if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
         port = ntohs(s6->sin6_port);
-        snprintf(c->peer, sizeof(c->peer), "[%s]:%d", host, port);
+        snprintf(c->io.peer, sizeof(c->io.peer), "[%s]:%d", host, port);
     }
     (void)salen;
-    evutil_make_socket_nonblocking(fd);
-    c->fd = fd;
-    c->in = evbuffer_new();
-    c->out = evbuffer_new();
     c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
     c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
     c->timer = evtimer_new(w->base, conn_timer_cb, c);
@@ -220,7 +223,7 @@ void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr 
     w->conns = c;
     METRIC_INC(w, connections_total);
     METRIC_ADD(w, connections, 1);
-    timer_set(c, T_HEADER, cfg->header_timeout_ms);
+    timer_set(c, T_HEADER, tls != NULL ? cfg->tls_handshake_timeout_ms : cfg->header_timeout_ms);
 }
 
 /* Release the socket and events now; the memory goes at the end of the loop iteration, so
@@ -228,6 +231,7 @@ void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr 
 static void conn_free(struct h1_conn *c)
 {
     struct worker *w = c->w;
+    c->closed = true;
     if (c->prev)
         c->prev->next = c->next;
     else if (w->conns == c)
@@ -237,12 +241,12 @@ static void conn_free(struct h1_conn *c)
     event_free(c->timer);
     event_free(c->rev);
     event_free(c->wev);
-    evbuffer_free(c->in);
-    evbuffer_free(c->out);
-    evutil_closesocket(c->fd);
     free(c->hdrs);
-    atomic_fetch_sub(&w->edge->connections, 1);
-    METRIC_ADD(w, connections, -1);
+    if (!c->handed_off) {
+        sockio_fini(&c->io);
+        atomic_fetch_sub(&w->edge->connections, 1);
+        METRIC_ADD(w, connections, -1);
+    }
     c->next = w->reap;
     w->reap = c;
     event_active(w->reap_ev, EV_READ, 0);
@@ -269,7 +273,7 @@ size_t h1_conn_close_idle(struct worker *w)
     struct h1_conn *c = w->conns;
     while (c) {
         struct h1_conn *next = c->next;
-        if (!c->x_active && evbuffer_get_length(c->in) == 0)
+        if (!c->x_active && evbuffer_get_length(c->io.in) == 0)
             conn_close_now(c);
         else
             left++;
@@ -330,14 +334,40 @@ static struct str lower_dup(struct arena *a, struct str s)
     return d;
 }
 
+/* The connection speaks HTTP/2: move the socket and its state to edge/h2. */
+static void conn_hand_off(struct h1_conn *c)
+{
+    ASSERT(!c->x_active);
+    read_enable(c, false);
+    if (event_pending(c->wev, EV_WRITE, NULL))
+        event_del(c->wev);
+    struct sockio io = c->io;
+    memset(&c->io, 0, sizeof(c->io));
+    c->io.fd = -1;
+    c->handed_off = true;
+    conn_free(c);
+    h2_conn_adopt(c->w, &io);
+}
+
 /* Parse a head from the input; returns true if an exchange started. */
 static bool conn_try_head(struct h1_conn *c)
 {
     const struct config *cfg = c->w->edge->cfg;
-    struct evbuffer *in = c->in;
+    struct evbuffer *in = c->io.in;
     size_t avail = evbuffer_get_length(in);
     if (avail == 0)
         return false;
+    if (c->n_requests == 0 && !c->io.is_tls && cfg->h2c) {
+        /* HTTP/2 with prior knowledge (RFC 9113 3.3): the client preface. */
+        static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        size_t cmp = avail < sizeof(preface) - 1 ? avail : sizeof(preface) - 1;
+        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)cmp);
+        if (memcmp(p, preface, cmp) == 0) {
+            if (cmp == sizeof(preface) - 1)
+                conn_hand_off(c);
+            return false;
+        }
+    }
     if (c->timer_kind != T_HEADER)
         timer_set(c, T_HEADER, cfg->header_timeout_ms);
     size_t want = avail < cfg->max_header_bytes + 1 ? avail : cfg->max_header_bytes + 1;
@@ -353,12 +383,13 @@ static bool conn_try_head(struct h1_conn *c)
     exchange_init(&c->x, c->w, &h1_ops, c);
     c->x_active = true;
     struct exchange *x = &c->x;
-    snprintf(x->client_addr, sizeof(x->client_addr), "%s", c->peer);
+    c->n_requests++;
+    snprintf(x->client_addr, sizeof(x->client_addr), "%s", c->io.peer);
     if (r == H1_INVALID) {
         int status;
         enum reject why = reject_of(req.err, &status);
         METRIC_INC(c->w, rejected[why]);
-        log_ratelimited(LOG_INFO, "h1: %s: refused request (%s): %d", c->peer, reject_name(why),
+        log_ratelimited(LOG_INFO, "h1: %s: refused request (%s): %d", c->io.peer, reject_name(why),
                         status);
         x->http_minor = 1;
         c->keep_alive = false;
@@ -378,7 +409,7 @@ static bool conn_try_head(struct h1_conn *c)
                          rebase(req.headers[i].value, buf, copy));
     evbuffer_drain(in, (size_t)r);
     METRIC_ADD(c->w, bytes_received, (uint64_t)r);
-    x->scheme = STR_LIT("http");
+    x->scheme = c->io.is_tls ? STR_LIT("https") : STR_LIT("http");
     x->expect_continue = req.expect_continue;
     c->keep_alive = req.keep_alive;
     c->body = req.body;
@@ -415,7 +446,7 @@ static bool conn_try_head(struct h1_conn *c)
 static void conn_read_body(struct h1_conn *c)
 {
     const struct config *cfg = c->w->edge->cfg;
-    struct evbuffer *in = c->in;
+    struct evbuffer *in = c->io.in;
     struct evbuffer *out = evbuffer_new();
     bool eof = false;
     bool bad = false;
@@ -507,7 +538,7 @@ static void conn_process(struct h1_conn *c)
                 return;
             continue;
         }
-        if (c->reading_body && !c->body_paused && evbuffer_get_length(c->in) > 0) {
+        if (c->reading_body && !c->body_paused && evbuffer_get_length(c->io.in) > 0) {
             conn_read_body(c);
             if (c->closed)
                 return;
@@ -517,7 +548,7 @@ static void conn_process(struct h1_conn *c)
     }
     /* Bound what pipelined clients can make us buffer while a response is in flight. */
     if (!c->closed && !c->closing) {
-        size_t inlen = evbuffer_get_length(c->in);
+        size_t inlen = evbuffer_get_length(c->io.in);
         const struct config *cfg = c->w->edge->cfg;
         if (c->x_active && !c->reading_body && inlen > cfg->max_header_bytes)
             read_enable(c, false);
@@ -529,41 +560,6 @@ static void conn_process(struct h1_conn *c)
     c->in_read = false;
 }
 
-/* TEMPORARY (branch h2 only, replaced by the lead's sockio hand-off on merge): a plaintext
- * connection that opens with the HTTP/2 preface goes to edge/h2. */
-static bool conn_try_h2c(struct h1_conn *c)
-{
-    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    size_t n = evbuffer_get_length(c->in);
-    if (!c->w->edge->cfg->h2c || c->x_active || n < sizeof(preface) - 1)
-        return false;
-    if (memcmp(evbuffer_pullup(c->in, sizeof(preface) - 1), preface, sizeof(preface) - 1) != 0)
-        return false;
-    struct worker *w = c->w;
-    struct sockio io;
-    memset(&io, 0, sizeof(io));
-    io.fd = c->fd;
-    io.in = c->in;
-    io.out = c->out;
-    snprintf(io.peer, sizeof(io.peer), "%s", c->peer);
-    if (c->prev)
-        c->prev->next = c->next;
-    else if (w->conns == c)
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    event_free(c->timer);
-    event_free(c->rev);
-    event_free(c->wev);
-    free(c->hdrs);
-    c->closed = true;
-    c->next = w->reap;
-    w->reap = c;
-    event_active(w->reap_ev, EV_READ, 0);
-    h2_conn_adopt(w, &io);
-    return true;
-}
-
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_conn *c = arg;
@@ -572,17 +568,39 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (!c->eof && c->reading) {
-        int n = evbuffer_read(c->in, c->fd, 65536);
-        if (n == 0) {
+        enum sockio_rc rc = sockio_read(&c->io, 65536);
+        if (rc == SOCKIO_EOF) {
             c->eof = true;
             read_enable(c, false);
-        } else if (n < 0 && !IO_RETRIABLE(errno)) {
+        } else if (rc == SOCKIO_ERROR) {
+            if (c->io.is_tls && !sockio_ready(&c->io)) {
+                char why[160];
+                log_ratelimited(LOG_INFO, "tls: %s: handshake failed: %s", c->io.peer,
+                                tls_conn_error(&c->io.tls, why, sizeof(why)));
+                conn_flush(c); /* the alert, if any */
+            }
             conn_close_now(c);
             return;
         }
     }
-    if (conn_try_h2c(c))
+    if (!sockio_ready(&c->io)) {
+        /* Still in the TLS handshake: send what it produced and wait. */
+        if (c->eof) {
+            conn_close_now(c);
+            return;
+        }
+        conn_flush(c);
         return;
+    }
+    if (c->io.is_tls && !c->alpn_checked) {
+        c->alpn_checked = true;
+        char alpn[16];
+        timer_set(c, T_HEADER, c->w->edge->cfg->header_timeout_ms);
+        if (strcmp(tls_conn_alpn(&c->io.tls, alpn, sizeof(alpn)), "h2") == 0) {
+            conn_hand_off(c);
+            return;
+        }
+    }
     conn_process(c);
     if (c->closed)
         return;
@@ -591,7 +609,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
          * anything else is over. */
         if (c->x_active && !c->reading_body && !c->x.finished) {
             c->keep_alive = false;
-        } else if (!c->x_active && evbuffer_get_length(c->out) == 0) {
+        } else if (!c->x_active && sockio_pending(&c->io) == 0) {
             conn_close_now(c);
             return;
         } else if (c->x_active && c->reading_body) {
@@ -607,20 +625,13 @@ static void conn_flush(struct h1_conn *c)
 {
     if (c->dead || c->closed)
         return;
-    while (evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, c->fd);
-        if (n < 0) {
-            if (IO_RETRIABLE(errno))
-                break;
-            /* Peer gone. Closing here would pull the connection from under our caller. */
-            c->dead = true;
-            event_active(c->rev, EV_READ, 0);
-            return;
-        }
-        if (n == 0)
-            break;
+    if (sockio_flush(&c->io) == SOCKIO_ERROR) {
+        /* Peer gone. Closing here would pull the connection from under our caller. */
+        c->dead = true;
+        event_active(c->rev, EV_READ, 0);
+        return;
     }
-    if (evbuffer_get_length(c->out) > 0) {
+    if (sockio_pending(&c->io) > 0) {
         if (!event_pending(c->wev, EV_WRITE, NULL)) {
             int64_t ms = c->w->edge->cfg->send_timeout_ms;
             struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
@@ -638,13 +649,13 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
         conn_close_now(c); /* the client has not read anything for send_timeout */
         return;
     }
-    size_t before = evbuffer_get_length(c->out);
+    size_t before = sockio_pending(&c->io);
     conn_flush(c);
     if (c->dead) {
         conn_close_now(c);
         return;
     }
-    size_t after = evbuffer_get_length(c->out);
+    size_t after = sockio_pending(&c->io);
     if (c->closing) {
         if (after == 0)
             conn_close_now(c);
@@ -755,7 +766,7 @@ static void hb_add(struct head_buf *hb, const char *p, size_t n)
 static void h1_send_head(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
-    struct evbuffer *out = c->out;
+    struct evbuffer *out = c->io.out;
     if (c->closing || c->closed)
         return;
     /* The exchange decides about bodies; we decide about framing. */
@@ -817,7 +828,7 @@ static void h1_send_body(struct exchange *x, struct evbuffer *data)
         evbuffer_drain(data, len);
         return;
     }
-    struct evbuffer *out = c->out;
+    struct evbuffer *out = c->io.out;
     if (c->resp_chunked) {
         evbuffer_add_printf(out, "%zx\r\n", len);
         evbuffer_add_buffer(out, data);
@@ -838,28 +849,14 @@ static size_t h1_send_direct(struct exchange *x, const void *data, size_t len)
     struct h1_conn *c = x->transport;
     if (c->closed || c->dead || c->resp_chunked)
         return 0;
-    size_t done = 0;
-    if (evbuffer_get_length(c->out) > 0)
-        conn_flush(c);
-    if (c->dead)
-        return 0;
-    if (evbuffer_get_length(c->out) == 0) {
-        ssize_t w = send(c->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (w > 0) {
-            done = (size_t)w;
-        } else if (w < 0 && !IO_RETRIABLE(errno)) {
-            c->dead = true;
-            event_active(c->rev, EV_READ, 0);
-            return 0;
-        }
+    bool dead = false;
+    size_t done = sockio_send_direct(&c->io, data, len, OUT_HIGH, &dead);
+    if (dead) {
+        c->dead = true;
+        event_active(c->rev, EV_READ, 0);
+        return done;
     }
-    if (done < len) {
-        size_t space = h1_body_space(x);
-        size_t n = len - done < space ? len - done : space;
-        evbuffer_add(c->out, (const char *)data + done, n);
-        done += n;
-        conn_flush(c);
-    }
+    conn_flush(c); /* arms EV_WRITE if anything is left */
     METRIC_ADD(c->w, bytes_sent, done);
     return done;
 }
@@ -867,7 +864,7 @@ static size_t h1_send_direct(struct exchange *x, const void *data, size_t len)
 static size_t h1_body_space(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
-    size_t len = evbuffer_get_length(c->out);
+    size_t len = sockio_pending(&c->io);
     return len >= OUT_HIGH ? 0 : OUT_HIGH - len;
 }
 
@@ -875,7 +872,7 @@ static size_t h1_body_space(struct exchange *x)
 static void h1_finish(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
-    struct evbuffer *out = c->out;
+    struct evbuffer *out = c->io.out;
     if (c->resp_chunked)
         evbuffer_add(out, "0\r\n\r\n", 5);
     x->finished = true;
@@ -926,7 +923,7 @@ static void h1_send_continue(struct exchange *x)
 {
     struct h1_conn *c = x->transport;
     if (x->http_minor >= 1) {
-        evbuffer_add(c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        evbuffer_add(c->io.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         conn_flush(c);
     }
 }

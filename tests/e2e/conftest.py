@@ -65,7 +65,7 @@ def outpost(spawn_outpost, origin):
     return spawn_outpost(origin)
 
 
-@pytest.fixture(params=harness.PROTOCOLS, ids=lambda p: "http" + p)
+@pytest.fixture(params=harness.PROTOCOLS, ids=lambda p: harness.PROTOCOL_IDS[p])
 def proto(request):
     return request.param
 

@@ -112,9 +112,44 @@ class CurlError(AssertionError):
     pass
 
 
-# The protocols a behavioural test runs over. HTTP/2 and HTTP/3 join when the edge speaks them
-# (STYLE.md rule 27); curl() already knows their flags.
-PROTOCOLS = ["1.1"]
+# The protocols a behavioural test runs over (STYLE.md rule 27): the same test, unchanged, over
+# plaintext HTTP/1.1 and over TLS (HTTP/1.1, and HTTP/2 chosen by ALPN). curl() moves a URL of
+# a node's plaintext port to the node's TLS port for the tls* protocols.
+PROTOCOLS = ["1.1", "tls1.1"]
+PROTOCOL_IDS = {"1.1": "http1.1", "tls1.1": "https1.1", "tls2": "https2", "2": "h2c"}
+_TLS_PROTOS = {"tls1.1": ["--http1.1"], "tls2": ["--http2"]}
+_TLS_PORTS = {}  # plaintext port -> TLS port of the same node
+_CERTS = {}
+
+
+def test_certs():
+    """A self-signed EC certificate for localhost and 127.0.0.1, made once per test session
+    with the openssl command-line tool (a separate process; the daemon never loads OpenSSL).
+    Returns (cert_path, key_path)."""
+    if "pair" not in _CERTS:
+        d = tempfile.mkdtemp(prefix="outpost-certs-")
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "30", "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _CERTS["pair"] = (cert, key)
+    return _CERTS["pair"]
+
+
+def client_url(url, http):
+    """The URL a client of protocol `http` really uses for a node's plaintext `url`."""
+    return _tls_url(url) if http in _TLS_PROTOS else url
+
+
+def _tls_url(url):
+    m = re.match(r"^http://([^/:]+):(\d+)(.*)$", url)
+    if not m or int(m.group(2)) not in _TLS_PORTS:
+        raise AssertionError("no TLS listener known for %s" % url)
+    return "https://%s:%d%s" % (m.group(1), _TLS_PORTS[int(m.group(2))], m.group(3))
+
+
 _CURL_PROTO_FLAGS = {
     "1.0": ["--http1.0"],
     "1.1": ["--http1.1"],
@@ -138,7 +173,11 @@ def curl(url, method=None, headers=None, data=None, http="1.1", extra=(), timeou
         bfile = output or (os.devnull if method == "HEAD" else os.path.join(tmp, "b"))
         args = ["curl", "-sS", "-g", "--path-as-is", "-D", hfile, "-o", bfile,
                 "--max-time", str(timeout)]
-        args += _CURL_PROTO_FLAGS[http]
+        if http in _TLS_PROTOS:
+            args += _TLS_PROTOS[http] + ["--insecure"]
+            url = _tls_url(url)
+        else:
+            args += _CURL_PROTO_FLAGS[http]
         if method == "HEAD":
             # --head writes the head to -o too; a HEAD body is checked with raw sockets
             args.append("--head")
@@ -437,7 +476,7 @@ class Outpost:
     """One outpostd process. Use spawn_outpost() (or the fixture of the same name)."""
 
     def __init__(self, tmp_path, origin=None, extra_args=(), config=None, workers=1,
-                 debug_api=True, access_log=True):
+                 debug_api=True, access_log=True, tls=True):
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.origin = origin
@@ -445,6 +484,7 @@ class Outpost:
         self.access_log = self.dir / "access.log"
         self.port = free_port()
         self.admin_port = free_port()
+        self.tls_port = free_port() if tls else None
         self.proc = None
         self.stderr_path = self.dir / "outpostd.stderr"
         self.stdout_path = self.dir / "outpostd.stdout"
@@ -458,6 +498,11 @@ class Outpost:
         args += ["--listen", "%s:%d" % (HOST, self.port),
                  "--admin", "%s:%d" % (HOST, self.admin_port),
                  "--cache-dir", str(self.cache_dir)]
+        if tls:
+            cert, key = test_certs()
+            args += ["--tls-listen", "%s:%d" % (HOST, self.tls_port), "--cert", cert,
+                     "--key", key]
+            _TLS_PORTS[self.port] = self.tls_port
         if workers is not None:
             args += ["--workers", str(workers)]
         if origin is not None:

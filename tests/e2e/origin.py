@@ -164,8 +164,14 @@ class Origin:
 
     GATE_TIMEOUT = 60.0
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        """`tls`: (cert_path, key_path) to serve HTTPS (for bridging tests)."""
         self.port = None
+        self._ssl = None
+        if tls is not None:
+            import ssl
+            self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._ssl.load_cert_chain(tls[0], tls[1])
         self.clock_offset = 0.0  # moved with Outpost.advance_clock so Date stays consistent
         self._routes = {}
         self._lock = threading.Lock()
@@ -220,7 +226,7 @@ class Origin:
 
     @property
     def url(self):
-        return "http://%s:%d" % (HOST, self.port)
+        return "%s://%s:%d" % ("https" if self._ssl else "http", HOST, self.port)
 
     @property
     def addr(self):
@@ -342,6 +348,11 @@ class Origin:
         buf = b""
         try:
             c.settimeout(120)
+            if self._ssl is not None:
+                try:
+                    c = self._ssl.wrap_socket(c, server_side=True)
+                except OSError:
+                    return  # the client refused our certificate (a verification test)
             while not self._stop.is_set():
                 try:
                     head, buf = self._recv_head(c, buf)

@@ -161,8 +161,12 @@ def test_no_site(tmp_path):
 
 
 @pytest.mark.parametrize("args,problem", [
-    (["--origin", "https://127.0.0.1:9"], "command line: --origin: 'https://127.0.0.1:9': "
-     "https origins are not supported yet"),
+    (["--origin", "ftp://127.0.0.1:9"], "command line: --origin: 'ftp://127.0.0.1:9': "
+     "expected http://HOST:PORT or https://HOST:PORT"),
+    (["--origin", "http://127.0.0.1:9", "--tls-listen", "127.0.0.1:1"],
+     "command line: tls_listen: needs a default certificate"),
+    (["--origin", "http://127.0.0.1:9", "--tls-listen", "127.0.0.1:1", "--cert", "/nonexistent.pem",
+      "--key", "/nonexistent.key"], "tls_certificate /nonexistent.pem"),
     (["--origin", "http://127.0.0.1:9/path"], "command line: --origin: "),
     (["--origin", "http://127.0.0.1:9", "--workers", "many"],
      "command line: --workers: expected a whole number, got 'many'"),
@@ -171,7 +175,8 @@ def test_no_site(tmp_path):
     (["--origin", "http://127.0.0.1:9", "--frobnicate"],
      "command line: --frobnicate: unknown flag"),
     (["--listen", "127.0.0.1:1"], "command line: no site to serve"),
-], ids=["https", "path", "workers", "set", "unknown_flag", "no_origin"])
+], ids=["scheme", "tls_no_cert", "tls_missing_cert", "path", "workers", "set", "unknown_flag",
+        "no_origin"])
 def test_bad_flags(args, problem):
     port = free_port()
     r = run(["--listen", "%s:%d" % (HOST, port), "--admin", "off"] + args)

@@ -4,6 +4,7 @@ response does not; another origin's Location is not touched."""
 
 import pytest
 
+import harness
 from harness import curl
 
 
@@ -37,10 +38,9 @@ def test_location_and_content_location_invalidated(outpost, origin, proto):
     loc_old = _cached(outpost, origin, "/inv-loc", proto)
     cl_old = _cached(outpost, origin, "/inv-cl", proto)
     other_old = _cached(outpost, origin, "/inv-other", proto)
-    host = outpost.addr
     origin.route("/form", status=201,
                  headers={"Location": "/inv-loc",
-                          "Content-Location": "http://%s/inv-cl" % host},
+                          "Content-Location": harness.client_url(outpost.url("/inv-cl"), proto)},
                  body=b"created")
     r = curl(outpost.url("/form"), method="POST", data=b"a=1", http=proto)
     assert r.status == 201

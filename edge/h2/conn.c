@@ -1060,6 +1060,7 @@ void h2_conn_adopt(struct worker *w, struct sockio *io)
     struct h2_conn *c = xcalloc(1, sizeof(*c));
     c->w = w;
     c->io = *io;
+    sockio_moved(&c->io);
     memset(io, 0, sizeof(*io));
     io->fd = -1;
     c->now_us = edge_mono_us();

@@ -29,7 +29,7 @@ import h2.settings
 import hpack
 import pytest
 
-from harness import HOST, curl, large_body_digest, large_body_iter, wait_for
+from harness import HOST, client_url, curl, large_body_digest, large_body_iter, wait_for
 
 CC = {"Cache-Control": "max-age=600"}
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -204,6 +204,19 @@ def test_curl_miss_then_hit(outpost, origin):
     assert r2.h("content-length") == "8"
     assert "connection" not in r1.headers and "keep-alive" not in r1.headers
     assert origin.count("/c") == 1
+
+
+def test_alpn_h2_over_tls(outpost, origin):
+    origin.route("/tls", headers=CC, body=b"over tls")
+    url = client_url(outpost.url("/tls"), "tls2")
+    for want in ("MISS", "HIT"):
+        p = subprocess.run(["curl", "-sS", "--insecure", "--http2", "-D", "-", "-w",
+                            "\nversion=%{http_version}", url], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30)
+        out = p.stdout.decode(errors="replace")
+        assert p.returncode == 0, p.stderr
+        assert out.startswith("HTTP/2 200"), out
+        assert "x-cache: %s" % want in out and out.endswith("over tls\nversion=2"), out
 
 
 def test_curl_head_and_404(outpost, origin):

@@ -420,24 +420,49 @@ def test_hpack_bomb_goaway(outpost, origin):
     assert_node_serves(outpost)
 
 
-@pytest.mark.parametrize("kind", ["ping", "settings"])
-def test_control_frame_flood_goaway(outpost, origin, kind):
-    s = raw_h2(outpost)
+CONTROL_FLOODS = {
+    "ping": frame(6, 0, 0, b"12345678"),
+    "settings": frame(4, 0, 0),
+    "priority": frame(2, 0, 3, struct.pack(">IB", 0, 15)),
+    "window_update": frame(8, 0, 0, struct.pack(">I", 1)),
+    "empty_data": frame(0, 0, 1),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CONTROL_FLOODS))
+def test_control_frame_flood_goaway(spawn_outpost, origin, kind):
+    """Cheap frames at 3000 in about a second while the client reads every ACK (so nghttp2's
+    outbound ACK queue never fills): our control-frame bucket must end the connection."""
+    node = h2_node(spawn_outpost, origin, "h2_max_control_frames_per_second=500")
+    s = raw_h2(node)
     try:
-        one = frame(6, 0, 0, b"12345678") if kind == "ping" else frame(4, 0, 0)
+        if kind == "empty_data":  # a POST stream left open for the empty DATA frames
+            s.sendall(frame(1, 0x4, 1, request_block(node, "/flood")))
+        one = CONTROL_FLOODS[kind]
+        data = bytearray()
         sent = 0
         try:
-            for _ in range(20):  # 5000 frames in 20 writes
-                s.sendall(one * 250)
-                sent += 250
+            for _ in range(30):
+                s.sendall(one * 100)
+                sent += 100
+                s.settimeout(0.02)
+                try:
+                    d = s.recv(1 << 20)
+                except socket.timeout:
+                    continue
+                if not d:
+                    break
+                data += d
         except OSError:
             pass
-        data, closed = read_until_closed(s)
+        rest, closed = read_until_closed(s)
+        data += rest
         assert closed, "connection open after %d %s frames" % (sent, kind)
-        assert ENHANCE_YOUR_CALM in goaway_codes(data)
+        assert ENHANCE_YOUR_CALM in goaway_codes(bytes(data))
     finally:
         s.close()
-    assert_node_serves(outpost)
+    assert "control frame flood" in node.stderr_text()
+    assert_node_serves(node)
 
 
 def test_zero_window_stall_closes(spawn_outpost, origin):

@@ -436,7 +436,7 @@ void h1_conn_reap(struct worker *w);
 /* ---- H2 front end ------------------------------------------------------------------------ */
 
 struct h2_conn;
-#define EDGE_HAVE_H2 0 /* the nghttp2 front end is not in yet: ALPN offers http/1.1 only */
+#define EDGE_HAVE_H2 1 /* edge/h2: ALPN offers h2 when `http2` is on */
 /* Take over a client connection from edge/h1 (ALPN h2 after the TLS handshake, or the h2c
  * preface on a plaintext listener): `io` is moved into the new connection and must not be
  * used by the caller afterwards; bytes already in io->in (the preface) are processed first.

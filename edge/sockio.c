@@ -26,6 +26,12 @@ void sockio_init(struct sockio *io, evutil_socket_t fd, struct tls_server *tls)
     }
 }
 
+void sockio_moved(struct sockio *io)
+{
+    if (io->is_tls)
+        tls_conn_moved(&io->tls);
+}
+
 void sockio_fini(struct sockio *io)
 {
     if (io->in == NULL)

@@ -41,6 +41,9 @@ enum sockio_rc {
 /* Set up for an accepted socket (made non-blocking here); `tls` NULL for plaintext (a
  * reference is taken otherwise). */
 void sockio_init(struct sockio *io, evutil_socket_t fd, struct tls_server *tls);
+/* `io` was copied from another struct sockio (the hand-off to edge/h2): fix the pointers the
+ * TLS state keeps to its own address. Call on the new copy before using it. */
+void sockio_moved(struct sockio *io);
 /* Close the socket and free everything. */
 void sockio_fini(struct sockio *io);
 /* Read once from the socket (at most `max` bytes) and decrypt. */

@@ -105,6 +105,13 @@ void tls_conn_fini(struct tls_conn *t)
     memset(t, 0, sizeof(*t));
 }
 
+void tls_conn_moved(struct tls_conn *t)
+{
+    if (t->ssl == NULL)
+        return;
+    BIO_set_data(SSL_get_rbio(t->ssl), t); /* one BIO for both directions */
+}
+
 /* Map an SSL_* return value; TLS_OK is never returned here. */
 static enum tls_status ssl_status(struct tls_conn *t, int rc)
 {

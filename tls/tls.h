@@ -118,6 +118,9 @@ struct tls_conn {
 /* Take ownership of `ssl` (from tls_server_ssl() or tls_client_ssl()); creates rin/rout. */
 void tls_conn_init(struct tls_conn *t, SSL *ssl);
 void tls_conn_fini(struct tls_conn *t);
+/* The struct tls_conn was copied to a new address (a connection handed from edge/h1 to
+ * edge/h2): point the record layer at the new copy. The old copy must not be used. */
+void tls_conn_moved(struct tls_conn *t);
 /* Advance the handshake with what rin holds. TLS_OK once done (handshake_done set); a
  * server's TLS 1.3 session tickets are then already in rout. */
 enum tls_status tls_conn_handshake(struct tls_conn *t);

@@ -961,13 +961,17 @@ void exchange_log(struct exchange *x)
         snprintf(fb, sizeof(fb), "%.3f", (double)x->upstream_first_byte_us / 1000.0);
     else
         snprintf(fb, sizeof(fb), "-");
+    /* The protocol as nginx writes $server_protocol: HTTP/1.0, HTTP/1.1, HTTP/2.0 */
+    const char *proto = x->http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    if (strcmp(x->ops->name, "HTTP/2") == 0)
+        proto = "HTTP/2.0";
     char line[2048];
     int n = snprintf(
-        line, sizeof(line), "%s.%03ldZ %s \"%.*s %.*s HTTP/1.%d\" %d %llu %s %s %.3f %s \"%.*s\"\n",
-        when, ts.tv_nsec / 1000000, x->client_addr[0] ? x->client_addr : "-",
+        line, sizeof(line), "%s.%03ldZ %s \"%.*s %.*s %s\" %d %llu %s %s %.3f %s \"%.*s\"\n", when,
+        ts.tv_nsec / 1000000, x->client_addr[0] ? x->client_addr : "-",
         x->method.len ? (int)x->method.len : 1, x->method.len ? x->method.p : "-",
         x->path.len ? (int)(x->path.len > 1024 ? 1024 : x->path.len) : 1,
-        x->path.len ? x->path.p : "-", x->http_minor, x->status, (unsigned long long)x->body_sent,
+        x->path.len ? x->path.p : "-", proto, x->status, (unsigned long long)x->body_sent,
         x->xcache == XCACHE_NONE ? "-" : xcache_name(x->xcache),
         x->upstream_addr[0] ? x->upstream_addr : "-", total_ms, fb,
         x->host.len ? (int)x->host.len : 1, x->host.len ? x->host.p : "-");

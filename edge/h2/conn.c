@@ -131,6 +131,7 @@ struct h2_conn {
     bool eof; /* the client closed its side */
     bool closing; /* GOAWAY sent after an error: close once flushed */
     bool lingering; /* flushed and shut down for writing: dropping input until close */
+    bool send_full; /* the last conn_send() stopped at OUT_HIGH with frames left to produce */
     bool closed;
     bool notice_sent; /* graceful stop: shutdown notice, then the final GOAWAY */
     bool final_goaway_sent;
@@ -746,7 +747,8 @@ static bool conn_feed(struct h2_conn *c)
 /* Serialise frames into the socket buffer while it is below the high-water mark. */
 static bool conn_send(struct h2_conn *c)
 {
-    while (sockio_pending(&c->io) < OUT_HIGH) {
+    c->send_full = false;
+    while (!(c->send_full = sockio_pending(&c->io) >= OUT_HIGH)) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->s, &data);
         if (n < 0) {
@@ -898,6 +900,10 @@ static void conn_after_io(struct h2_conn *c)
         return;
     }
     read_enable(c, pending < OUT_HIGH);
+    /* conn_send() stopped at the high-water mark and the socket took it all: nothing else
+     * will call it again (EV_WRITE is not armed), so produce more in a fresh turn. */
+    if (c->send_full && pending < OUT_HIGH)
+        event_active(c->kick, EV_READ, 0);
     conn_timers(c);
 }
 

@@ -296,6 +296,22 @@ def test_large_object_and_small_stream_share_a_connection(outpost, origin):
         c.close()
 
 
+@pytest.mark.parametrize("window_bits", [16, 20, 30])
+def test_cached_object_with_any_client_window(outpost, origin, window_bits):
+    """A 1 MiB hit is produced faster than the socket drains: with a window large enough that
+    flow control never stops the stream, the node must go on producing frames once the socket
+    buffer empties (it once stalled at 512 KiB here)."""
+    size = 1 << 20
+    origin.route("/win", body=lambda req: (200, dict(CC), large_body_iter(size)), length=size)
+    assert curl(outpost.url("/win")).status == 200  # stored
+    p = subprocess.run(["nghttp", "-nv", "-t", "10", "-w", str(window_bits), "-W",
+                        str(window_bits), outpost.url("/win")], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=30, text=True)
+    got = sum(int(m) for m in re.findall(r"recv DATA frame <length=(\d+)", p.stdout))
+    assert p.returncode == 0 and got == size, (p.returncode, got)
+    assert "x-cache: HIT" in p.stdout
+
+
 def test_post_body_reaches_origin(outpost, origin):
     body = bytes(range(256)) * 8192  # 2 MiB: past the stream window and the 1 MiB buffer
     origin.route("/post", headers={"Cache-Control": "no-store"},

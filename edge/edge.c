@@ -11,6 +11,7 @@
  * connections, lets in-flight exchanges finish for up to 10 s, then closes the rest; the
  * main thread joins them and returns to main(), which closes the cache (draining its writer).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/thread.h>
 #include <netinet/in.h>
@@ -43,6 +44,42 @@ void edge_timer_arm(struct event *ev, int64_t ms)
     evtimer_add(ev, &tv);
 }
 
+bool edge_conn_admit(struct worker *w)
+{
+    struct edge *e = w->edge;
+    int64_t n = atomic_fetch_add(&e->connections, 1) + 1;
+    if ((uint64_t)n > e->cfg->max_connections) {
+        atomic_fetch_sub(&e->connections, 1);
+        METRIC_INC(w, rejected[REJECT_TOO_MANY_CONNECTIONS]);
+        return false;
+    }
+    METRIC_INC(w, connections_total);
+    METRIC_ADD(w, connections, 1);
+    return true;
+}
+
+void edge_conn_release(struct worker *w)
+{
+    atomic_fetch_sub(&w->edge->connections, 1);
+    METRIC_ADD(w, connections, -1);
+}
+
+void edge_peer_name(const struct sockaddr *sa, char *out, size_t outlen)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+        snprintf(out, outlen, "%s:%d", host, ntohs(s4->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+        snprintf(out, outlen, "[%s]:%d", host, ntohs(s6->sin6_port));
+    } else {
+        snprintf(out, outlen, "?");
+    }
+}
+
 int64_t edge_mono_us(void)
 {
     struct timespec ts;
@@ -60,9 +97,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     h1_conn_accept(w, fd, sa, salen, NULL);
 }
-
-/* Offer h2 by ALPN: HTTP/2 is configured on and the front end is built in. */
-#define EDGE_ALPN_H2(cfg) ((cfg)->http2 && EDGE_HAVE_H2)
 
 /* The node's current TLS contexts, with a reference for the caller. */
 static struct tls_server *tls_current(struct edge *e)
@@ -187,7 +221,7 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
             rc = tls_tickets_new(cfg->tls_ticket_rotation_ms, cfg->tls_ticket_key_file, &e->tickets,
                                  err, sizeof(err));
         if (rc == 0)
-            rc = tls_server_new(cfg, e->tickets, EDGE_ALPN_H2(cfg), &e->tls, err, sizeof(err));
+            rc = tls_server_new(cfg, e->tickets, cfg->http2, &e->tls, err, sizeof(err));
         if (rc < 0) {
             log_msg(LOG_ERR, "%s", err);
             tls_tickets_free(&e->tickets);
@@ -267,7 +301,7 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
         return;
     }
     struct tls_server *ns = NULL;
-    if (tls_server_new(nc, e->tickets, EDGE_ALPN_H2(nc), &ns, err, sizeof(err)) < 0) {
+    if (tls_server_new(nc, e->tickets, nc->http2, &ns, err, sizeof(err)) < 0) {
         log_msg(LOG_ERR, "SIGHUP: reload refused, still serving the old certificates: %s", err);
         conf_free(&nc);
         return;

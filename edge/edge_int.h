@@ -184,6 +184,14 @@ void edge_slice_sink(void *arg, const void *data, size_t len);
 /* Arm a timer `ms` milliseconds from now; ms <= 0 disarms it. */
 void edge_timer_arm(struct event *ev, int64_t ms);
 
+/* Client connection accounting, shared by every front end (h1, h2, passthrough): admit
+ * counts the connection against max_connections and in the metrics, or counts a refusal
+ * (too_many_connections) and returns false; release undoes an admission. */
+bool edge_conn_admit(struct worker *w);
+void edge_conn_release(struct worker *w);
+/* "addr:port" or "[v6]:port" of a peer ("?" for other families). */
+void edge_peer_name(const struct sockaddr *sa, char *out, size_t outlen);
+
 /* The node's clock in seconds (real time + debug offset). */
 int64_t edge_now(const struct edge *e);
 /* Monotonic microseconds, for latencies. */
@@ -436,7 +444,6 @@ void h1_conn_reap(struct worker *w);
 /* ---- H2 front end ------------------------------------------------------------------------ */
 
 struct h2_conn;
-#define EDGE_HAVE_H2 1 /* edge/h2: ALPN offers h2 when `http2` is on */
 /* Take over a client connection from edge/h1 (ALPN h2 after the TLS handshake, or the h2c
  * preface on a plaintext listener): `io` is moved into the new connection and must not be
  * used by the caller afterwards; bytes already in io->in (the preface) are processed first.

@@ -167,8 +167,7 @@ static void conn_close(struct pt_conn *c)
     c->timer = NULL;
     side_fini(&c->cli);
     side_fini(&c->srv);
-    atomic_fetch_sub(&w->edge->connections, 1);
-    METRIC_ADD(w, connections, -1);
+    edge_conn_release(w);
     c->next = pt->reap;
     pt->reap = c;
     event_active(pt->reap_ev, EV_READ, 0);
@@ -399,22 +398,6 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void peer_name(const struct sockaddr *sa, char *out, size_t outlen)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
-        snprintf(out, outlen, "%s:%d", host, ntohs(s4->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
-        snprintf(out, outlen, "[%s]:%d", host, ntohs(s6->sin6_port));
-    } else {
-        snprintf(out, outlen, "?");
-    }
-}
-
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -425,17 +408,14 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         evutil_closesocket(fd);
         return;
     }
-    int64_t n = atomic_fetch_add(&e->connections, 1) + 1;
-    if ((uint64_t)n > e->cfg->max_connections) {
-        atomic_fetch_sub(&e->connections, 1);
-        METRIC_INC(w, rejected[REJECT_TOO_MANY_CONNECTIONS]);
+    if (!edge_conn_admit(w)) {
         evutil_closesocket(fd);
         return;
     }
     struct pt_conn *c = xcalloc(1, sizeof(*c));
     c->pt = pt;
     c->state = PT_HELLO;
-    peer_name(sa, c->peer, sizeof(c->peer));
+    edge_peer_name(sa, c->peer, sizeof(c->peer));
     evutil_make_socket_nonblocking(fd);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -449,8 +429,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (pt->conns)
         pt->conns->prev = c;
     pt->conns = c;
-    METRIC_INC(w, connections_total);
-    METRIC_ADD(w, connections, 1);
     read_enable(&c->cli, true);
     edge_timer_arm(c->timer, e->cfg->tls_handshake_timeout_ms);
 }

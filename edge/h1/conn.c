@@ -177,12 +177,8 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen,
                     struct tls_server *tls)
 {
-    struct edge *e = w->edge;
-    const struct config *cfg = e->cfg;
-    int64_t n = atomic_fetch_add(&e->connections, 1) + 1;
-    if ((uint64_t)n > cfg->max_connections) {
-        atomic_fetch_sub(&e->connections, 1);
-        METRIC_INC(w, rejected[REJECT_TOO_MANY_CONNECTIONS]);
+    const struct config *cfg = w->edge->cfg;
+    if (!edge_conn_admit(w)) {
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                    "Connection: close\r\nRetry-After: 1\r\n\r\n";
         if (tls == NULL) { /* a TLS client could not read it */
@@ -198,19 +194,7 @@ void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr 
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     sockio_init(&c->io, fd, tls);
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
-        port = ntohs(s4->sin_port);
-        snprintf(c->io.peer, sizeof(c->io.peer), "%s:%d", host, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
-        port = ntohs(s6->sin6_port);
-        snprintf(c->io.peer, sizeof(c->io.peer), "[%s]:%d", host, port);
-    }
+    edge_peer_name(sa, c->io.peer, sizeof(c->io.peer));
     (void)salen;
     c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
     c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
@@ -221,8 +205,6 @@ void h1_conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr 
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
-    METRIC_INC(w, connections_total);
-    METRIC_ADD(w, connections, 1);
     timer_set(c, T_HEADER, tls != NULL ? cfg->tls_handshake_timeout_ms : cfg->header_timeout_ms);
 }
 
@@ -244,8 +226,7 @@ static void conn_free(struct h1_conn *c)
     free(c->hdrs);
     if (!c->handed_off) {
         sockio_fini(&c->io);
-        atomic_fetch_sub(&w->edge->connections, 1);
-        METRIC_ADD(w, connections, -1);
+        edge_conn_release(w);
     }
     c->next = w->reap;
     w->reap = c;

@@ -1116,8 +1116,7 @@ static void conn_close_now(struct h2_conn *c)
         w->h2_conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    atomic_fetch_sub(&w->edge->connections, 1);
-    METRIC_ADD(w, connections, -1);
+    edge_conn_release(w);
     c->prev = NULL;
     c->next = w->h2_reap;
     w->h2_reap = c;

@@ -123,12 +123,10 @@ def test_session_resumption_with_tickets(spawn_outpost, origin, certs, tmp_path)
 
 
 def test_ocsp_staple(spawn_outpost, origin, certs):
-    extra = ("tls_ocsp_staple %s/ocsp.der\n" % certs)
     node, port, conf = _node(spawn_outpost, origin, certs, sites=(
         "site default.test {\n origin %s\n tls_certificate %s/default-rsa.pem\n"
         " tls_certificate_key %s/default-rsa.key\n tls_ocsp_staple %s/ocsp.der\n}\n"
         % (origin.addr, certs, certs, certs)))
-    del extra
     _, out = _peer_subject(port, "default.test", ["-status"])
     assert "OCSP Response Status: successful" in out, out
     assert "Cert Status: good" in out, out

@@ -949,6 +949,44 @@ static void builder_fail(struct builder *b)
     b->sx = NULL;
 }
 
+/* No address may serve two listeners: with SO_REUSEPORT both binds would succeed and the
+ * kernel would split connections between, say, the plaintext and the TLS listener. */
+static int listeners_check(struct builder *b, const char *file)
+{
+    struct config *c = b->c;
+    static const int ids[] = {CONF_OPT_LISTEN, CONF_OPT_TLS_LISTEN, CONF_OPT_PASSTHROUGH_LISTEN};
+    struct {
+        const struct conf_addr *a;
+        int id;
+    } all[256];
+    size_t n = 0;
+    for (size_t k = 0; k < ARRAY_SIZE(ids); k++) {
+        struct conf_addr **v;
+        size_t *nv;
+        addr_list(c, ids[k], &v, &nv);
+        for (size_t i = 0; i < *nv && n < ARRAY_SIZE(all); i++, n++) {
+            all[n].a = &(*v)[i];
+            all[n].id = ids[k];
+        }
+    }
+    if (c->admin_enabled && n < ARRAY_SIZE(all)) {
+        all[n].a = &c->admin;
+        all[n++].id = CONF_OPT_ADMIN;
+    }
+    for (size_t i = 1; i < n; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (all[i].a->port != all[j].a->port || strcmp(all[i].a->host, all[j].a->host) != 0)
+                continue;
+            const struct conf_option *o = &conf_options[all[i].id];
+            struct where w = {b->set[all[i].id] ? file : "command line", b->set[all[i].id],
+                              o->name};
+            return fail(b, &w, "%s is already used by %s", all[i].a->text,
+                        conf_options[all[j].id].name);
+        }
+    }
+    return 0;
+}
+
 /* TLS settings that only make sense together. Run after the merge, so a site sees the
  * certificate it inherits. */
 static int tls_check(struct builder *b, const char *file)
@@ -1007,6 +1045,8 @@ static int builder_finish(struct builder *b, const char *file)
         }
     }
     int rc = tls_check(b, file);
+    if (rc == 0)
+        rc = listeners_check(b, file);
     if (rc < 0)
         return rc;
     free(b->sx);

@@ -68,10 +68,21 @@ def wait_for(cond, timeout=10.0, interval=0.02, msg=None):
         time.sleep(interval)
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now and that this session has not handed out before: two
+    calls in a row may otherwise get the same port from the kernel (and a node would then
+    bind two of its listeners to it)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
+    raise AssertionError("no fresh free port after 100 tries")
 
 
 # --------------------------------------------------------------------------------------------

@@ -697,6 +697,13 @@ static void test_tls(void)
                 "t.conf:1: tls_certificate: tls_certificate and tls_certificate_key go together "
                 "(or --cert and --key)",
                 "certificate without key");
+    parse_fails("listen 127.0.0.1:8080\ntls_listen 127.0.0.1:8080\ntls_certificate /c\n"
+                "tls_certificate_key /k\n" SITE,
+                "t.conf:2: tls_listen: 127.0.0.1:8080 is already used by listen",
+                "one address for two listeners");
+    parse_fails("admin 127.0.0.1:9\npassthrough_listen 127.0.0.1:9\n" SITE,
+                "t.conf:1: admin: 127.0.0.1:9 is already used by passthrough_listen",
+                "admin on a listener's address");
     parse_fails("tls_min_version 1.1\n" SITE,
                 "t.conf:1: tls_min_version: expected 1.2 or 1.3, "
                 "got '1.1'",

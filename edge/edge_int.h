@@ -429,6 +429,49 @@ const char *upstream_addr(struct upstream *u);
 void upstream_pools_init(struct worker *w);
 void upstream_pools_fini(struct worker *w);
 
+/* ---- field sections: the request and response heads of HTTP/2 and HTTP/3 (fieldsec.c) --- */
+
+#define FIELDSEC_BOMB_FACTOR 4 /* decoded bytes past max_header_bytes times this: connection error */
+
+/* What a front end accumulates while a request's fields are decoded. Zero it per request. */
+struct fieldsec {
+    size_t bytes; /* decoded, name + value + 32 per field */
+    size_t count;
+    bool too_large;
+    bool malformed;
+    bool regular_seen;
+    struct str cookie; /* crumbs joined with "; " (RFC 9113 8.2.3, RFC 9114 4.2.1) */
+    struct str host_hdr;
+    /* set by fieldsec_finish() for FIELDSEC_REFUSE */
+    enum reject why;
+    int status;
+    const char *msg;
+};
+
+enum fieldsec_verdict {
+    FIELDSEC_OK = 0, /* start the exchange */
+    FIELDSEC_MALFORMED = 1, /* a stream error (PROTOCOL_ERROR / H3_MESSAGE_ERROR) */
+    FIELDSEC_REFUSE = 2, /* answer fs->status with fs->msg, count fs->why */
+};
+
+/* Add one decoded field of a request head to `x`. Returns false when the decoded size passed
+ * FIELDSEC_BOMB_FACTOR times max_header_bytes (a compression bomb: close the connection). */
+bool fieldsec_add(struct exchange *x, struct fieldsec *fs, const struct config *cfg,
+                  const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen);
+/* The head is complete (`end_stream`: and so is the request): check it and fill in the
+ * scheme, authority, cookie and body framing of `x`. */
+enum fieldsec_verdict fieldsec_finish(struct exchange *x, struct fieldsec *fs,
+                                      const struct config *cfg, bool tls, bool end_stream);
+
+struct fieldsec_field {
+    struct str name;
+    struct str value;
+};
+/* The response head of `x` as fields: ":status", the headers without the connection-specific
+ * ones (lower-cased names), content-length when known. `out` holds x->resp.n + 2 entries;
+ * returns how many were filled. Strings live in x's arena. */
+size_t fieldsec_response(struct exchange *x, struct fieldsec_field *out, size_t max);
+
 /* ---- H1 front end ------------------------------------------------------------------------ */
 
 struct h1_conn;

@@ -29,7 +29,7 @@
  *
  * Defences (each closes the connection with GOAWAY, the node keeps serving): client
  * RST_STREAM token bucket (rapid reset, CVE-2023-44487), CONTINUATION frames per header block,
- * decoded header bytes (431 past max_header_bytes, GOAWAY past HPACK_BOMB_FACTOR times that),
+ * decoded header bytes (431 past max_header_bytes, GOAWAY past FIELDSEC_BOMB_FACTOR times that),
  * a token bucket of control frames (PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty DATA;
  * every DATA frame we send earns one token, so window updates of a download never count
  * against it), bounded outbound ACK queue and SETTINGS size, streams blocked by a zero flow
@@ -51,7 +51,6 @@
 #define READ_MAX (64 * 1024)
 #define READS_PER_EVENT 4
 #define RUN_ROUNDS 16 /* process/send rounds per conn_run before yielding to the loop */
-#define HPACK_BOMB_FACTOR 4
 #define MAX_OUTBOUND_ACK 128
 #define MAX_SETTINGS_ENTRIES 32
 #define LINGER_MS 1000 /* reading and dropping input after our GOAWAY, before close */
@@ -85,13 +84,7 @@ struct h2_stream {
     bool closed; /* nghttp2 closed the stream: release at the next conn_run */
     bool rst_pending;
     uint32_t rst_code;
-    /* request head */
-    size_t hdr_bytes; /* decoded, name + value + 32 per field (RFC 9113 6.5.2) */
-    size_t hdr_count;
-    bool too_large;
-    bool malformed;
-    struct str cookie; /* crumbs joined with "; " (RFC 9113 8.2.3) */
-    struct str host_hdr;
+    struct fieldsec fs; /* request head */
     /* request body */
     struct evbuffer *req_in; /* received, not yet taken by the exchange nor consumed */
     uint64_t req_bytes;
@@ -208,22 +201,6 @@ static void kick(struct h2_conn *c)
         event_active(c->kick, EV_READ, 0);
 }
 
-static struct str lower_dup(struct arena *a, const uint8_t *p, size_t len)
-{
-    struct str d = arena_strdup(a, str_make((const char *)p, len));
-    char *q = (char *)d.p;
-    for (size_t i = 0; i < d.len; i++)
-        if (q[i] >= 'A' && q[i] <= 'Z')
-            q[i] |= 0x20;
-    return d;
-}
-
-static bool name_is(const uint8_t *name, size_t len, const char *lit)
-{
-    size_t n = strlen(lit);
-    return len == n && memcmp(name, lit, n) == 0;
-}
-
 /* ---- streams ------------------------------------------------------------------------------ */
 
 static struct h2_stream *stream_new(struct h2_conn *c, int32_t id)
@@ -306,72 +283,26 @@ static void stream_malformed(struct h2_stream *st)
     stream_rst(st, NGHTTP2_PROTOCOL_ERROR);
 }
 
-static bool path_ok(const struct exchange *x)
-{
-    if (x->path.len == 0)
-        return false;
-    if (x->path.p[0] == '/')
-        return true;
-    return str_eq(x->path, STR_LIT("*")) && str_eq(x->method, STR_LIT("OPTIONS"));
-}
-
-/* Fill in what the pseudo-header fields did not (framing, client, host) and start. */
+/* The request head is complete: check it and start the exchange. */
 static void stream_start(struct h2_stream *st)
 {
     struct h2_conn *c = st->c;
-    const struct config *cfg = conn_cfg(c);
     struct exchange *x = &st->x;
     st->started = true;
     c->n_busy++;
-    x->http_minor = 1;
-    x->scheme = c->io.is_tls ? STR_LIT("https") : STR_LIT("http");
     snprintf(x->client_addr, sizeof(x->client_addr), "%s", c->io.peer);
-    if (st->too_large) {
-        stream_refuse(st, REJECT_HEADERS_TOO_LARGE, 431, "request header fields too large");
-        return;
-    }
-    if (st->malformed || x->method.len == 0 || !path_ok(x)) {
+    switch (fieldsec_finish(x, &st->fs, conn_cfg(c), c->io.is_tls, st->end_on_headers)) {
+    case FIELDSEC_MALFORMED:
         stream_malformed(st);
         return;
-    }
-    if (x->authority.len && st->host_hdr.len && !str_caseeq(x->authority, st->host_hdr)) {
-        stream_malformed(st); /* RFC 9113 8.3.1: Host must identify the same entity */
+    case FIELDSEC_REFUSE:
+        stream_refuse(st, st->fs.why, st->fs.status, st->fs.msg);
         return;
+    case FIELDSEC_OK:
+        break;
     }
-    if (x->authority.len == 0 && st->host_hdr.len)
-        x->authority = lower_dup(&x->arena, (const uint8_t *)st->host_hdr.p, st->host_hdr.len);
-    if (st->cookie.len)
-        http_headers_add(&x->req, STR_LIT("cookie"), st->cookie);
-    if (str_eq(x->method, STR_LIT("CONNECT"))) {
-        stream_refuse(st, REJECT_METHOD, 400, "CONNECT is not supported");
-        return;
-    }
-    if (x->authority.len == 0) {
-        stream_refuse(st, REJECT_HOST, 400, "no :authority nor Host");
-        return;
-    }
-    if (x->path.len > cfg->max_uri_length) {
-        stream_refuse(st, REJECT_URI_TOO_LONG, 414, "URI too long");
-        return;
-    }
-    const struct http_header *e = http_headers_get(&x->req, "expect");
-    x->expect_continue = e && str_caseeq(e->value, STR_LIT("100-continue"));
-    if (st->end_on_headers) {
-        x->req_content_length = 0;
-        x->req_body_done = true;
+    if (st->end_on_headers)
         st->req_eof_delivered = true;
-    } else {
-        x->req_has_body = true;
-        x->req_content_length = -1;
-        const struct http_header *cl = http_headers_get(&x->req, "content-length");
-        uint64_t n;
-        if (cl && str_to_u64(cl->value, &n) == 0)
-            x->req_content_length = (int64_t)n; /* nghttp2 checks it against the DATA */
-        if (x->req_content_length > 0 && (uint64_t)x->req_content_length > cfg->max_body_size) {
-            stream_refuse(st, REJECT_BODY_TOO_LARGE, 413, "request body too large");
-            return;
-        }
-    }
     exchange_start(x);
 }
 
@@ -526,72 +457,24 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
     return 0;
 }
 
-static void header_pseudo(struct h2_stream *st, const uint8_t *name, size_t namelen,
-                          const uint8_t *value, size_t valuelen)
-{
-    struct exchange *x = &st->x;
-    struct str v = arena_strdup(&x->arena, str_make((const char *)value, valuelen));
-    if (name_is(name, namelen, ":method"))
-        x->method = v;
-    else if (name_is(name, namelen, ":path"))
-        x->path = v;
-    else if (name_is(name, namelen, ":authority"))
-        x->authority = lower_dup(&x->arena, value, valuelen);
-    else if (!name_is(name, namelen, ":scheme"))
-        st->malformed = true; /* :protocol (extended CONNECT) or unknown */
-}
-
-static void header_regular(struct h2_stream *st, const uint8_t *name, size_t namelen,
-                           const uint8_t *value, size_t valuelen)
-{
-    struct exchange *x = &st->x;
-    struct str v = str_make((const char *)value, valuelen);
-    if (name_is(name, namelen, "cookie")) {
-        if (st->cookie.len == 0)
-            st->cookie = arena_strdup(&x->arena, v);
-        else
-            st->cookie = arena_printf(&x->arena, "%.*s; %.*s", (int)st->cookie.len, st->cookie.p,
-                                      (int)v.len, v.p);
-        return;
-    }
-    struct str n = arena_strdup(&x->arena, str_make((const char *)name, namelen));
-    v = arena_strdup(&x->arena, v);
-    if (name_is(name, namelen, "host"))
-        st->host_hdr = v;
-    http_headers_add(&x->req, n, v);
-}
-
 static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *arg)
 {
     struct h2_conn *c = arg;
-    const struct config *cfg = conn_cfg(c);
     struct h2_stream *st = stream_of(s, frame->hd.stream_id);
     if (st == NULL)
         return 0;
-    /* Decoded sizes: what an HPACK bomb inflates. */
-    st->hdr_bytes += namelen + valuelen + 32;
-    if (st->hdr_bytes > cfg->max_header_bytes * HPACK_BOMB_FACTOR) {
-        set_fatal(c, NGHTTP2_ENHANCE_YOUR_CALM, "decoded header block too large (HPACK bomb)");
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    }
-    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST || st->too_large)
-        return 0; /* trailers count against the limits but are not forwarded */
-    if (st->hdr_bytes > cfg->max_header_bytes) {
-        st->too_large = true;
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        /* trailers count against the limits but are not forwarded */
+        st->fs.bytes += namelen + valuelen + 32;
+        if (st->fs.bytes <= conn_cfg(c)->max_header_bytes * FIELDSEC_BOMB_FACTOR)
+            return 0;
+    } else if (fieldsec_add(&st->x, &st->fs, conn_cfg(c), name, namelen, value, valuelen)) {
         return 0;
     }
-    if (namelen > 0 && name[0] == ':') {
-        header_pseudo(st, name, namelen, value, valuelen);
-        return 0;
-    }
-    if (++st->hdr_count > cfg->max_headers) {
-        st->too_large = true;
-        return 0;
-    }
-    header_regular(st, name, namelen, value, valuelen);
-    return 0;
+    set_fatal(c, NGHTTP2_ENHANCE_YOUR_CALM, "decoded header block too large (HPACK bomb)");
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *arg)
@@ -1177,16 +1060,6 @@ size_t h2_conn_close_idle(struct worker *w)
 
 /* ---- transport_ops ------------------------------------------------------------------------ */
 
-static bool connection_specific(struct str n)
-{
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade"};
-    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-        if (str_caseeq_cstr(n, names[i]))
-            return true;
-    return false;
-}
-
 static nghttp2_nv nv_make(struct str name, struct str value)
 {
     nghttp2_nv nv = {(uint8_t *)name.p, (uint8_t *)value.p, name.len, value.len,
@@ -1201,22 +1074,12 @@ static void h2_send_head(struct exchange *x)
     if (st->closed || c->closing || c->closed)
         return;
     bool bodyless = x->no_body || x->status == 204 || x->status == 304 || x->status < 200;
-    nghttp2_nv *nva = arena_alloc(&x->arena, (x->resp.n + 2) * sizeof(*nva));
-    size_t n = 0;
-    char *status = arena_alloc(&x->arena, 4);
-    snprintf(status, 4, "%03u", (unsigned)x->status % 1000u);
-    nva[n++] = nv_make(STR_LIT(":status"), str_make(status, 3));
-    for (size_t i = 0; i < x->resp.n; i++) {
-        const struct http_header *h = &x->resp.v[i];
-        if (connection_specific(h->name) || str_caseeq_cstr(h->name, "content-length"))
-            continue;
-        nva[n++] = nv_make(lower_dup(&x->arena, (const uint8_t *)h->name.p, h->name.len), h->value);
-    }
-    if (x->resp_length >= 0 && x->status >= 200 && x->status != 204 && x->status != 304) {
-        char *cl = arena_alloc(&x->arena, 24);
-        nva[n++] = nv_make(STR_LIT("content-length"),
-                           str_make(cl, str_fmt_u64((uint64_t)x->resp_length, cl)));
-    }
+    size_t max = x->resp.n + 2;
+    struct fieldsec_field *f = arena_alloc(&x->arena, max * sizeof(*f));
+    size_t n = fieldsec_response(x, f, max);
+    nghttp2_nv *nva = arena_alloc(&x->arena, n * sizeof(*nva));
+    for (size_t i = 0; i < n; i++)
+        nva[i] = nv_make(f[i].name, f[i].value);
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read};
     int rv = nghttp2_submit_response(c->s, st->id, nva, n, bodyless ? NULL : &prd);
     if (rv != 0)

@@ -20,7 +20,7 @@ PYTHON := /usr/bin/python3
 BORINGSSL_CFLAGS := -I/usr/include/android
 BORINGSSL_LIBS := -L/usr/lib/x86_64-linux-gnu/android -l:libssl.so.0 -l:libcrypto.so.0 \
 	-Wl,-rpath,/usr/lib/x86_64-linux-gnu/android
-PKGS := libevent_core libevent_pthreads lmdb libnghttp2
+PKGS := libevent_core libevent_pthreads lmdb libnghttp2 gnutls libngtcp2 libngtcp2_crypto_gnutls libnghttp3
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -38,7 +38,7 @@ HTTP_SRC := $(wildcard http/*.c)
 CACHE_SRC := $(wildcard cache/*.c)
 CONF_SRC := $(wildcard conf/*.c)
 TLS_SRC := $(wildcard tls/*.c)
-EDGE_SRC := $(wildcard edge/*.c edge/h1/*.c edge/h2/*.c)
+EDGE_SRC := $(wildcard edge/*.c edge/h1/*.c edge/h2/*.c edge/h3/*.c)
 CORE_SRC := $(LIB_SRC) $(HTTP_SRC) $(CACHE_SRC) $(CONF_SRC) $(TLS_SRC) $(EDGE_SRC)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 

@@ -406,6 +406,10 @@ static void addr_list(struct config *c, int id, struct conf_addr ***v, size_t **
         *v = &c->passthrough_listen;
         *n = &c->n_passthrough_listen;
         return;
+    case CONF_OPT_H3_LISTEN:
+        *v = &c->h3_listen;
+        *n = &c->n_h3_listen;
+        return;
     default:
         ASSERT(id == CONF_OPT_LISTEN);
         *v = &c->listen;
@@ -949,18 +953,20 @@ static void builder_fail(struct builder *b)
     b->sx = NULL;
 }
 
-/* No address may serve two listeners: with SO_REUSEPORT both binds would succeed and the
- * kernel would split connections between, say, the plaintext and the TLS listener. */
-static int listeners_check(struct builder *b, const char *file)
+/* No address may serve two listeners of one transport: with SO_REUSEPORT both binds would
+ * succeed and the kernel would split connections between, say, the plaintext and the TLS
+ * listener. TCP (`ids` of the TCP listeners, and admin) and UDP (h3_listen) are checked apart:
+ * HTTP/3 on the port number of a TLS listener is the usual setup. */
+static int listeners_check_ids(struct builder *b, const char *file, const int *ids, size_t n_ids,
+                               bool admin)
 {
     struct config *c = b->c;
-    static const int ids[] = {CONF_OPT_LISTEN, CONF_OPT_TLS_LISTEN, CONF_OPT_PASSTHROUGH_LISTEN};
     struct {
         const struct conf_addr *a;
         int id;
     } all[256];
     size_t n = 0;
-    for (size_t k = 0; k < ARRAY_SIZE(ids); k++) {
+    for (size_t k = 0; k < n_ids; k++) {
         struct conf_addr **v;
         size_t *nv;
         addr_list(c, ids[k], &v, &nv);
@@ -969,7 +975,7 @@ static int listeners_check(struct builder *b, const char *file)
             all[n].id = ids[k];
         }
     }
-    if (c->admin_enabled && n < ARRAY_SIZE(all)) {
+    if (admin && c->admin_enabled && n < ARRAY_SIZE(all)) {
         all[n].a = &c->admin;
         all[n++].id = CONF_OPT_ADMIN;
     }
@@ -987,6 +993,14 @@ static int listeners_check(struct builder *b, const char *file)
     return 0;
 }
 
+static int listeners_check(struct builder *b, const char *file)
+{
+    static const int tcp[] = {CONF_OPT_LISTEN, CONF_OPT_TLS_LISTEN, CONF_OPT_PASSTHROUGH_LISTEN};
+    static const int udp[] = {CONF_OPT_H3_LISTEN};
+    int rc = listeners_check_ids(b, file, tcp, ARRAY_SIZE(tcp), true);
+    return rc < 0 ? rc : listeners_check_ids(b, file, udp, ARRAY_SIZE(udp), false);
+}
+
 /* TLS settings that only make sense together. Run after the merge, so a site sees the
  * certificate it inherits. */
 static int tls_check(struct builder *b, const char *file)
@@ -1001,8 +1015,9 @@ static int tls_check(struct builder *b, const char *file)
                     "tls_certificate and tls_certificate_key go together (or --cert "
                     "and --key)");
     }
-    if (c->n_tls_listen > 0 && d->tls_certificate == NULL) {
-        struct where w = {file, b->set[CONF_OPT_TLS_LISTEN], "tls_listen"};
+    if ((c->n_tls_listen > 0 || c->n_h3_listen > 0) && d->tls_certificate == NULL) {
+        int id = c->n_tls_listen > 0 ? CONF_OPT_TLS_LISTEN : CONF_OPT_H3_LISTEN;
+        struct where w = {b->set[id] ? file : "command line", b->set[id], conf_options[id].name};
         return fail(b, &w,
                     "needs a default certificate: set tls_certificate and "
                     "tls_certificate_key (or --cert and --key)");
@@ -1085,6 +1100,7 @@ void conf_free(struct config **cp)
     free(c->file);
     free(c->listen);
     free(c->tls_listen);
+    free(c->h3_listen);
     free(c->passthrough_listen);
     free(c->passthrough);
     for (int i = 0; i < CONF_OPT_COUNT; i++) {
@@ -1286,6 +1302,7 @@ static const struct {
     {"--admin", CONF_OPT_ADMIN},
     {"--workers", CONF_OPT_WORKERS},
     {"--tls-listen", CONF_OPT_TLS_LISTEN},
+    {"--h3-listen", CONF_OPT_H3_LISTEN},
     {"--cert", CONF_OPT_TLS_CERTIFICATE},
     {"--key", CONF_OPT_TLS_CERTIFICATE_KEY},
     {"--set", -1},

@@ -44,6 +44,7 @@ struct conf_site_opts {
     char *tls_ocsp_staple; /* DER OCSP response stapled to handshakes; NULL = none */
     bool https_redirect; /* plaintext requests get 308 to https:// */
     int64_t hsts_max_age; /* seconds; 0 = no Strict-Transport-Security */
+    bool alt_svc; /* advertise HTTP/3 with Alt-Svc on TCP responses (when h3_listen is set) */
     bool hsts_include_subdomains;
     bool upstream_tls; /* bridging: speak TLS to the origin servers */
     char *upstream_tls_ca; /* CA bundle to verify them; NULL = /etc/ssl/certs */
@@ -88,6 +89,8 @@ struct config {
     size_t n_tls_listen;
     struct conf_addr *passthrough_listen; /* raw TLS routed by SNI (see passthrough) */
     size_t n_passthrough_listen;
+    struct conf_addr *h3_listen; /* UDP: HTTP/3 over QUIC */
+    size_t n_h3_listen;
     struct conf_route *passthrough;
     size_t n_passthrough;
     struct conf_addr admin;
@@ -133,6 +136,15 @@ struct config {
     uint64_t h2_max_resets_per_second; /* client RST_STREAMs (rapid reset, CVE-2023-44487) */
     uint64_t h2_max_control_frames_per_second; /* PING, SETTINGS, PRIORITY, empty frames... */
     uint64_t h2_max_continuations; /* CONTINUATION frames in one header block */
+    /* HTTP/3 */
+    uint64_t h3_max_concurrent_streams; /* bidirectional streams a client may open */
+    uint64_t h3_stream_window; /* bytes: flow-control window of a request stream */
+    uint64_t h3_conn_window; /* bytes: connection flow-control window */
+    bool h3_retry; /* always validate addresses with Retry */
+    uint64_t h3_retry_under_load; /* handshakes in progress on a worker before Retry; 0 = never */
+    bool h3_gso; /* UDP generic segmentation offload for sends */
+    char *h3_secret_file; /* keys Retry tokens and stateless resets; NULL = random per start */
+    int64_t alt_svc_max_age_ms; /* ma= of Alt-Svc */
     struct cache_site_policy defaults; /* global per-site defaults (seconds) */
     struct conf_site_opts site_defaults; /* global defaults of conf_site_opts */
     struct conf_site *sites;

@@ -157,6 +157,8 @@ void conf_usage_print(FILE *f)
           "  --listen ADDR:PORT        client listener (repeatable; replaces the file's listen)\n"
           "  --origin URL              http(s)://HOST:PORT: a catch-all site (*) with that origin\n"
           "  --tls-listen ADDR:PORT    TLS listener, HTTP/1.1 and HTTP/2 by ALPN (repeatable)\n"
+          "  --h3-listen ADDR:PORT     HTTP/3 (QUIC) listener on UDP, same --cert/--key "
+          "(repeatable)\n"
           "  --cert FILE               PEM certificate chain for TLS (tls_certificate)\n"
           "  --key FILE                PEM private key for TLS (tls_certificate_key)\n"
           "  --cache-dir DIR           cache_dir\n"

@@ -76,6 +76,8 @@ enum {
       "TLS listener (HTTP/1.1 and HTTP/2 by ALPN), HOST:PORT; repeatable")                        \
     X(PASSTHROUGH_LISTEN, "passthrough_listen", CONF_T_ADDRS, CONF_CTX_GLOBAL, 0, NULL, 0, 0,      \
       CONF_RESTART, "TLS passthrough listener: routes raw TLS by SNI without decrypting it")       \
+    X(H3_LISTEN, "h3_listen", CONF_T_ADDRS, CONF_CTX_GLOBAL, 0, NULL, 0, 0, CONF_RESTART,          \
+      "HTTP/3 (QUIC) listener on UDP HOST:PORT, usually the port of a tls_listen; repeatable")    \
     X(PASSTHROUGH, "passthrough", CONF_T_ROUTE, CONF_CTX_GLOBAL, 0, NULL, 0, 0, CONF_RELOAD,       \
       "passthrough NAME HOST:PORT: TLS with SNI NAME (exact, *.suffix or *) goes to HOST:PORT")    \
     X(ADMIN, "admin", CONF_T_ADDR_OFF, CONF_CTX_GLOBAL, 0, "127.0.0.1:8081", 0, 0, CONF_RESTART,   \
@@ -180,6 +182,32 @@ enum {
     X(H2_MAX_CONTINUATIONS, "h2_max_continuations", CONF_T_COUNT, CONF_CTX_GLOBAL,                 \
       CONF_G(h2_max_continuations), "16", 1, 1000, CONF_RELOAD,                                    \
       "CONTINUATION frames in one header block before the connection is closed")                  \
+    X(H3_MAX_CONCURRENT_STREAMS, "h3_max_concurrent_streams", CONF_T_COUNT, CONF_CTX_GLOBAL,       \
+      CONF_G(h3_max_concurrent_streams), "100", 1, 10000, CONF_RELOAD,                             \
+      "Request streams a client may open at once per HTTP/3 connection")                          \
+    X(H3_STREAM_WINDOW, "h3_stream_window", CONF_T_SIZE, CONF_CTX_GLOBAL, CONF_G(h3_stream_window),\
+      "256k", 16 * CONF_KIB, CONF_GIB, CONF_RELOAD,                                                \
+      "QUIC flow-control window of each HTTP/3 request stream (request bodies)")                  \
+    X(H3_CONN_WINDOW, "h3_conn_window", CONF_T_SIZE, CONF_CTX_GLOBAL, CONF_G(h3_conn_window),      \
+      "4m", 64 * CONF_KIB, CONF_GIB, CONF_RELOAD,                                                  \
+      "QUIC flow-control window of a whole HTTP/3 connection")                                    \
+    X(H3_RETRY, "h3_retry", CONF_T_BOOL, CONF_CTX_GLOBAL, CONF_G(h3_retry), "off", 0, 0,           \
+      CONF_RELOAD, "Validate every QUIC client address with a Retry round trip")                  \
+    X(H3_RETRY_UNDER_LOAD, "h3_retry_under_load", CONF_T_COUNT, CONF_CTX_GLOBAL,                   \
+      CONF_G(h3_retry_under_load), "100", 0, 1000000, CONF_RELOAD,                                 \
+      "QUIC handshakes in progress on a worker above which new clients get a Retry; 0 = never")   \
+    X(H3_GSO, "h3_gso", CONF_T_BOOL, CONF_CTX_GLOBAL, CONF_G(h3_gso), "on", 0, 0, CONF_RELOAD,     \
+      "Send QUIC packets in batches with UDP segmentation offload (when the kernel has it)")      \
+    X(H3_SECRET_FILE, "h3_secret_file", CONF_T_STRING, CONF_CTX_GLOBAL, CONF_G(h3_secret_file),    \
+      NULL, 0, 0, CONF_RESTART,                                                                    \
+      "File of at least 32 secret bytes keying Retry tokens and stateless resets (share it "       \
+      "across restarts); default: random at start")                                               \
+    X(ALT_SVC, "alt_svc", CONF_T_BOOL, CONF_BOTH, CONF_S(alt_svc), "on", 0, 0, CONF_RELOAD,        \
+      "Advertise HTTP/3 (Alt-Svc: h3=\":PORT\") on HTTP/1.1 and HTTP/2 responses when h3_listen "  \
+      "is set")                                                                                    \
+    X(ALT_SVC_MAX_AGE, "alt_svc_max_age", CONF_T_DURATION, CONF_CTX_GLOBAL,                        \
+      CONF_G(alt_svc_max_age_ms), "24h", 1 * CONF_SEC, 365 * CONF_DAY, CONF_RELOAD,                \
+      "How long clients may remember the Alt-Svc advertisement (ma=)")                            \
     X(DEFAULT_TTL, "default_ttl", CONF_T_SECONDS, CONF_BOTH, CONF_P(default_ttl), "0", 0,          \
       365 * CONF_DAY, CONF_RELOAD,                                                                 \
       "Freshness of cacheable responses without explicit freshness or Last-Modified; 0 = do "      \

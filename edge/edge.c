@@ -167,10 +167,12 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     static __thread int64_t deadline;
     if (deadline == 0)
         deadline = edge_mono_us() + (int64_t)DRAIN_SECONDS * 1000000;
-    size_t left = h1_conn_close_idle(w) + h2_conn_close_idle(w) + passthrough_close_idle(w);
+    size_t left = h1_conn_close_idle(w) + h2_conn_close_idle(w) + passthrough_close_idle(w) +
+                  h3_close_idle(w);
     if (left == 0 || edge_mono_us() >= deadline) {
         h1_conn_close_all(w);
         h2_conn_close_all(w);
+        h3_close_all(w);
         passthrough_close_all(w);
         event_base_loopexit(w->base, NULL);
         return;
@@ -183,6 +185,7 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     h1_conn_reap(arg);
     h2_conn_reap(arg);
+    h3_reap(arg);
 }
 
 static void *worker_main(void *arg)
@@ -211,6 +214,21 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
         int n = snprintf(v, sizeof(v), "1.1 %s (outpost)", cfg->node_name);
         e->via = str_make(xstrndup(v, (size_t)n), (size_t)n);
     }
+    if (cfg->n_h3_listen > 0) {
+        /* h3=":PORT" for each distinct port (clients reach it on the address they used) */
+        char v[512];
+        size_t n = 0;
+        for (size_t i = 0; i < cfg->n_h3_listen && n < sizeof(v) - 64; i++) {
+            bool dup = false;
+            for (size_t j = 0; j < i; j++)
+                dup |= cfg->h3_listen[j].port == cfg->h3_listen[i].port;
+            if (!dup)
+                n += (size_t)snprintf(v + n, sizeof(v) - n, "%sh3=\":%u\"; ma=%lld", n ? ", " : "",
+                                      (unsigned)cfg->h3_listen[i].port,
+                                      (long long)(cfg->alt_svc_max_age_ms / 1000));
+        }
+        e->alt_svc = str_make(xstrndup(v, n), n);
+    }
     pthread_mutex_init(&e->log_lock, NULL);
     pthread_mutex_init(&e->tls_lock, NULL);
     fetch_table_init(e);
@@ -230,6 +248,14 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
             fetch_table_fini(e);
             free((char *)e->via.p);
             free(e);
+            return OP_EINVAL;
+        }
+    }
+    if (cfg->n_h3_listen > 0) {
+        char err[600];
+        if (h3_node_new(cfg, &e->h3, err, sizeof(err)) != 0) {
+            log_msg(LOG_ERR, "%s", err);
+            edge_destroy(&e);
             return OP_EINVAL;
         }
     }
@@ -273,6 +299,8 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
             w->n_listeners++;
         }
         int err = passthrough_create(w);
+        if (err == 0 && e->h3 != NULL)
+            err = h3_worker_create(w, e->h3);
         if (err != 0) {
             e->n_workers = i + 1;
             edge_destroy(&e);
@@ -280,6 +308,7 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
         }
         upstream_pools_init(w);
     }
+    h3_steering_attach(e);
     *out = e;
     return 0;
 }
@@ -290,7 +319,7 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
 static void hup_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct edge *e = arg;
-    if (e->n_argv == 0 || e->cfg->n_tls_listen == 0) {
+    if (e->n_argv == 0 || (e->cfg->n_tls_listen == 0 && e->h3 == NULL)) {
         log_msg(LOG_INFO, "SIGHUP: nothing to reload");
         return;
     }
@@ -301,16 +330,26 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
         return;
     }
     struct tls_server *ns = NULL;
-    if (tls_server_new(nc, e->tickets, nc->http2, &ns, err, sizeof(err)) < 0) {
+    if (e->cfg->n_tls_listen > 0 &&
+        tls_server_new(nc, e->tickets, nc->http2, &ns, err, sizeof(err)) < 0) {
         log_msg(LOG_ERR, "SIGHUP: reload refused, still serving the old certificates: %s", err);
         conf_free(&nc);
         return;
     }
-    pthread_mutex_lock(&e->tls_lock);
-    struct tls_server *old = e->tls;
-    e->tls = ns;
-    pthread_mutex_unlock(&e->tls_lock);
-    tls_server_unref(&old);
+    /* HTTP/3 last: once its credentials load, nothing can fail any more */
+    if (e->h3 != NULL && h3_node_reload(e->h3, nc, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERR, "SIGHUP: reload refused, still serving the old certificates: %s", err);
+        tls_server_unref(&ns);
+        conf_free(&nc);
+        return;
+    }
+    if (ns != NULL) {
+        pthread_mutex_lock(&e->tls_lock);
+        struct tls_server *old = e->tls;
+        e->tls = ns;
+        pthread_mutex_unlock(&e->tls_lock);
+        tls_server_unref(&old);
+    }
     /* The new contexts may point into their config: keep it as long as the node runs. */
     e->tls_cfgs = xrealloc(e->tls_cfgs, (e->n_tls_cfgs + 1) * sizeof(*e->tls_cfgs));
     e->tls_cfgs[e->n_tls_cfgs++] = nc;
@@ -371,6 +410,9 @@ int edge_run(struct edge *e)
                 e->n_workers);
     for (size_t i = 0; i < e->cfg->n_passthrough_listen; i++)
         log_msg(LOG_INFO, "passthrough on %s", e->cfg->passthrough_listen[i].text);
+    for (size_t i = 0; i < e->cfg->n_h3_listen; i++)
+        log_msg(LOG_INFO, "listening on %s with HTTP/3 (UDP, %zu workers)",
+                e->cfg->h3_listen[i].text, e->n_workers);
     event_base_dispatch(base);
     for (size_t i = 0; i < e->n_workers; i++)
         event_active(e->workers[i].stop_ev, EV_READ, 0);
@@ -400,6 +442,7 @@ void edge_destroy(struct edge **ep)
             evconnlistener_free(w->listeners[j]);
         free(w->listeners);
         passthrough_destroy(w);
+        h3_worker_destroy(w);
         if (w->pools)
             upstream_pools_fini(w);
         if (w->stop_ev)
@@ -417,7 +460,9 @@ void edge_destroy(struct edge **ep)
         fclose(e->access_log);
     fetch_table_fini(e);
     free((char *)e->via.p);
+    free((char *)e->alt_svc.p);
     tls_server_unref(&e->tls);
+    h3_node_free(&e->h3);
     tls_tickets_free(&e->tickets); /* after the last server that used it */
     for (size_t i = 0; i < e->n_tls_cfgs; i++)
         conf_free(&e->tls_cfgs[i]);

@@ -36,6 +36,7 @@
 #include "conf/conf.h"
 #include "edge/edge.h"
 #include "edge/h1/h1.h"
+#include "edge/h3/h3.h"
 #include "edge/sockio.h"
 #include "http/http.h"
 #include "lib/arena.h"
@@ -111,6 +112,15 @@ struct metrics {
     _Atomic uint64_t bytes_sent;
     _Atomic uint64_t bytes_received;
     _Atomic uint64_t store_skipped; /* cacheable but not stored (writer full, too big) */
+    /* QUIC (edge/h3) */
+    _Atomic uint64_t quic_datagrams_received;
+    _Atomic uint64_t quic_datagrams_sent;
+    _Atomic uint64_t quic_datagrams_dropped; /* malformed, unknown, not acceptable */
+    _Atomic uint64_t quic_datagrams_forwarded; /* to the worker owning the connection */
+    _Atomic uint64_t quic_retry_sent;
+    _Atomic uint64_t quic_retry_failed; /* Initials with a token that did not verify */
+    _Atomic uint64_t quic_stateless_reset_sent;
+    _Atomic uint64_t quic_version_negotiation_sent;
 };
 
 #define METRIC_INC(w, field) atomic_fetch_add_explicit(&(w)->metrics.field, 1, memory_order_relaxed)
@@ -141,6 +151,7 @@ struct worker {
     struct h2_conn *h2_conns; /* HTTP/2 connections (list, for shutdown); edge/h2 */
     struct h2_conn *h2_reap; /* closed HTTP/2 connections freed at the end of the iteration */
     struct passthrough *passthrough; /* TLS passthrough listeners and relays; edge/passthrough.c */
+    struct h3_worker *h3; /* QUIC sockets and connections; edge/h3 (NULL without h3_listen) */
     bool stopping;
 };
 
@@ -151,6 +162,7 @@ struct edge {
     size_t n_workers;
     int64_t start_time;
     struct str via; /* "1.1 NODE (outpost)", our Via element */
+    struct str alt_svc; /* Alt-Svc value advertising h3_listen; empty without it */
     _Atomic int64_t clock_offset; /* seconds; debug_api only */
     _Atomic int64_t connections; /* shared: all workers, for max_connections */
     FILE *access_log; /* shared: writes are single fwrite of a whole line + lock */
@@ -167,6 +179,7 @@ struct edge {
     pthread_mutex_t tls_lock;
     struct tls_server *tls;
     struct tls_tickets *tickets; /* shared by every generation of `tls` */
+    struct h3_node *h3; /* QUIC secret and GnuTLS credentials; NULL without h3_listen */
     struct config **tls_cfgs; /* configs read by SIGHUP (the contexts may point into them) */
     size_t n_tls_cfgs;
     int n_argv; /* the command line, to read the config again on SIGHUP */
@@ -230,6 +243,7 @@ struct transport_ops {
     transport_flow_fn *resume_body;
     transport_continue_fn *send_continue; /* 100-continue, may be NULL */
     transport_send_direct_fn *send_direct; /* may be NULL: the exchange copies instead */
+    bool quic; /* HTTP/3: no Alt-Svc advertisement */
 };
 
 /* ---- the exchange ------------------------------------------------------------------------ */
@@ -431,7 +445,8 @@ void upstream_pools_fini(struct worker *w);
 
 /* ---- field sections: the request and response heads of HTTP/2 and HTTP/3 (fieldsec.c) --- */
 
-#define FIELDSEC_BOMB_FACTOR 4 /* decoded bytes past max_header_bytes times this: connection error */
+#define FIELDSEC_BOMB_FACTOR                                                                       \
+    4 /* decoded bytes past max_header_bytes times this: connection error */
 
 /* What a front end accumulates while a request's fields are decoded. Zero it per request. */
 struct fieldsec {

@@ -116,13 +116,19 @@ static void add_hdr(struct exchange *x, const char *name, struct str value)
  * X-Cache.
  */
 /* Strict-Transport-Security on responses sent over TLS, when the site asks for it. */
+/* Headers of TLS responses: Strict-Transport-Security, and Alt-Svc advertising HTTP/3 to
+ * HTTP/1.1 and HTTP/2 clients (browsers take Alt-Svc from https origins only). */
 static void add_hsts(struct exchange *x)
 {
-    if (x->site == NULL || x->site->opts.hsts_max_age <= 0 || !str_eq(x->scheme, STR_LIT("https")))
+    if (!str_eq(x->scheme, STR_LIT("https")))
         return;
-    add_hdr(x, "Strict-Transport-Security",
-            arena_printf(&x->arena, "max-age=%lld%s", (long long)x->site->opts.hsts_max_age,
-                         x->site->opts.hsts_include_subdomains ? "; includeSubDomains" : ""));
+    const struct conf_site_opts *o = x->site ? &x->site->opts : &x->w->edge->cfg->site_defaults;
+    if (x->site != NULL && o->hsts_max_age > 0)
+        add_hdr(x, "Strict-Transport-Security",
+                arena_printf(&x->arena, "max-age=%lld%s", (long long)o->hsts_max_age,
+                             o->hsts_include_subdomains ? "; includeSubDomains" : ""));
+    if (o->alt_svc && x->w->edge->alt_svc.len > 0 && !x->ops->quic)
+        add_hdr(x, "Alt-Svc", x->w->edge->alt_svc);
 }
 
 static void response_headers(struct exchange *x, const struct http_headers *src, int64_t age,
@@ -965,6 +971,8 @@ void exchange_log(struct exchange *x)
     const char *proto = x->http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
     if (strcmp(x->ops->name, "HTTP/2") == 0)
         proto = "HTTP/2.0";
+    else if (strcmp(x->ops->name, "HTTP/3") == 0)
+        proto = "HTTP/3.0";
     char line[2048];
     int n = snprintf(
         line, sizeof(line), "%s.%03ldZ %s \"%.*s %.*s %s\" %d %llu %s %s %.3f %s \"%.*s\"\n", when,

@@ -150,4 +150,31 @@ void metrics_render(struct edge *e, struct buf *out)
                "# TYPE outpost_bytes_received_total counter\n"
                "outpost_bytes_received_total %" PRIu64 "\n",
                (long long)conns, SUM(connections_total), SUM(bytes_sent), SUM(bytes_received));
+    if (e->h3 == NULL)
+        return;
+    buf_printf(out,
+               "# HELP outpost_quic_datagrams_received_total UDP datagrams read on h3_listen.\n"
+               "# TYPE outpost_quic_datagrams_received_total counter\n"
+               "outpost_quic_datagrams_received_total %" PRIu64 "\n"
+               "# TYPE outpost_quic_datagrams_sent_total counter\n"
+               "outpost_quic_datagrams_sent_total %" PRIu64 "\n"
+               "# HELP outpost_quic_datagrams_dropped_total Datagrams ignored: malformed, for no "
+               "connection, not acceptable.\n"
+               "# TYPE outpost_quic_datagrams_dropped_total counter\n"
+               "outpost_quic_datagrams_dropped_total %" PRIu64 "\n"
+               "# HELP outpost_quic_datagrams_forwarded_total Datagrams a worker passed to the "
+               "worker owning their connection (0 while kernel steering works).\n"
+               "# TYPE outpost_quic_datagrams_forwarded_total counter\n"
+               "outpost_quic_datagrams_forwarded_total %" PRIu64 "\n"
+               "# TYPE outpost_quic_retry_sent_total counter\n"
+               "outpost_quic_retry_sent_total %" PRIu64 "\n"
+               "# TYPE outpost_quic_retry_failed_total counter\n"
+               "outpost_quic_retry_failed_total %" PRIu64 "\n"
+               "# TYPE outpost_quic_stateless_reset_sent_total counter\n"
+               "outpost_quic_stateless_reset_sent_total %" PRIu64 "\n"
+               "# TYPE outpost_quic_version_negotiation_sent_total counter\n"
+               "outpost_quic_version_negotiation_sent_total %" PRIu64 "\n",
+               SUM(quic_datagrams_received), SUM(quic_datagrams_sent), SUM(quic_datagrams_dropped),
+               SUM(quic_datagrams_forwarded), SUM(quic_retry_sent), SUM(quic_retry_failed),
+               SUM(quic_stateless_reset_sent), SUM(quic_version_negotiation_sent));
 }

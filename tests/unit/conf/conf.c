@@ -701,6 +701,28 @@ static void test_tls(void)
                 "tls_certificate_key /k\n" SITE,
                 "t.conf:2: tls_listen: 127.0.0.1:8080 is already used by listen",
                 "one address for two listeners");
+    parse_fails("h3_listen 127.0.0.1:8443\n" SITE,
+                "t.conf:1: h3_listen: needs a default certificate: set tls_certificate and "
+                "tls_certificate_key (or --cert and --key)",
+                "h3_listen without a certificate");
+    parse_fails("tls_certificate /c\ntls_certificate_key /k\nh3_listen 127.0.0.1:8443\n"
+                "h3_listen 127.0.0.1:8443\n" SITE,
+                "t.conf:3: h3_listen: 127.0.0.1:8443 is already used by h3_listen",
+                "one UDP address twice");
+    c = parse("tls_certificate /c\ntls_certificate_key /k\ntls_listen 127.0.0.1:8443\n"
+              "h3_listen 127.0.0.1:8443 [::1]:8443\nh3_retry on\nalt_svc_max_age 1h\n"
+              "h3_max_concurrent_streams 50\n" SITE);
+    ok(c != NULL, "HTTP/3 on the port number of a TLS listener (UDP and TCP are apart)");
+    if (c) {
+        is_int(c->n_h3_listen, 2, "two h3 listeners");
+        is_int(c->h3_listen[1].port, 8443, "v6 h3 listener port");
+        ok(c->h3_retry, "h3_retry on");
+        is_int(c->alt_svc_max_age_ms, 3600000, "alt_svc_max_age in ms");
+        is_int(c->h3_max_concurrent_streams, 50, "h3_max_concurrent_streams");
+        ok(c->sites[0].opts.alt_svc, "alt_svc defaults to on in sites");
+        is_int(c->h3_retry_under_load, 100, "h3_retry_under_load default");
+    }
+    conf_free(&c);
     parse_fails("admin 127.0.0.1:9\npassthrough_listen 127.0.0.1:9\n" SITE,
                 "t.conf:1: admin: 127.0.0.1:9 is already used by passthrough_listen",
                 "admin on a listener's address");

@@ -123,6 +123,17 @@ e2e: all
 	  $(E2E_ENV) $(PYTHON) -m pytest -q -rA -p cacheprovider --lf tests/e2e $(E2E_ARGS) && \
 	  echo "e2e: FLAKY tests above passed on the second run: investigate them"; }
 
+# tests/tools/h3curl: the e2e suite's HTTP/3 client (Debian's curl has none), in Go on
+# Debian's quic-go: GOPATH mode, no module download. Without Go it is skipped with a note, and
+# the tests over HTTP/3 skip.
+H3CURL := $(BUILD)/tools/h3curl
+all: $(H3CURL)
+$(H3CURL): $(wildcard tests/tools/h3curl/*.go)
+	$(Q)if command -v go >/dev/null 2>&1; then echo "  GO      $@"; mkdir -p $(dir $@) && \
+		GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOENV=off CGO_ENABLED=0 \
+		GOCACHE=$(abspath $(BUILD))/tools/go-cache go build -o $@ ./tests/tools/h3curl; \
+	else echo "  GO      $@ skipped: no go (scripts/deps.sh test); HTTP/3 tests will skip"; fi
+
 test: deps-test
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory unit

@@ -27,9 +27,13 @@ BUILD_PKGS=(
 )
 # git: scripts/lint.sh lists the tracked files. clang + libclang-rt-14-dev: `make fuzz`
 # (libFuzzer). nginx-light + wrk: the bench smoke test. No valgrind: CI stays lean.
+# HTTP/3 clients (Debian's curl has none): golang-go + golang-github-lucas-clemente-quic-go-dev
+# build tests/tools/h3curl; ngtcp2-client (gtlsclient) and ngtcp2-server (gtlsserver, the
+# tools' own tests); chromium, the browser check.
 TEST_PKGS=(
     curl python3 python3-pytest git
-    lmdb-utils nghttp2-client ngtcp2-client
+    lmdb-utils nghttp2-client ngtcp2-client ngtcp2-server
+    golang-go golang-github-lucas-clemente-quic-go-dev chromium
     procps iproute2 openssl python3-h2
     clang libclang-rt-14-dev
     nginx-light wrk

@@ -9,7 +9,10 @@ Actors
   Outpost     one outpostd process started on free ports with a private cache dir; talks to
               its admin API (status, metrics, test clock, cache sync).
   curl()      runs the real curl binary; the `http` argument selects the protocol so the same
-              test can later run over HTTP/2 and HTTP/3 (STYLE.md rule 27).
+              test runs over HTTP/1.1, HTTP/2 and HTTP/3 (STYLE.md rule 27). For HTTP/3 it
+              runs tests/tools/h3curl instead (Debian's curl has no HTTP/3).
+  gtlsclient_get()  Debian's gtlsclient (ngtcp2), a second HTTP/3 client.
+  chromium_h3_nexthop()  headless Chromium over forced QUIC; returns the page's DOM.
   raw()/RawConn  exact bytes on a TCP socket, for malformed input and pipelining.
 
 Rules kept here so every test keeps them: only 127.0.0.1 is contacted; every loop is bounded in
@@ -17,6 +20,7 @@ count and time; nothing sleeps to wait for a TTL (Outpost.advance_clock moves th
 and the origin's Date header with it); ordering uses wait_for().
 """
 
+import base64
 import json
 import os
 import re
@@ -72,16 +76,23 @@ _GIVEN_PORTS = set()
 
 
 def free_port():
-    """A port nothing listens on now and that this session has not handed out before: two
-    calls in a row may otherwise get the same port from the kernel (and a node would then
-    bind two of its listeners to it)."""
+    """A port nothing listens on now, over TCP nor UDP, and that this session has not handed
+    out before: two calls in a row may otherwise get the same port from the kernel (and a node
+    would then bind two of its listeners to it). UDP too because a node's HTTP/3 listener takes
+    the number of its TLS port."""
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((HOST, 0))
             port = s.getsockname()[1]
-        if port not in _GIVEN_PORTS:
-            _GIVEN_PORTS.add(port)
-            return port
+        if port in _GIVEN_PORTS:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind((HOST, port))
+        except OSError:
+            continue
+        _GIVEN_PORTS.add(port)
+        return port
     raise AssertionError("no fresh free port after 100 tries")
 
 
@@ -124,14 +135,18 @@ class CurlError(AssertionError):
 
 
 # The protocols a behavioural test runs over (STYLE.md rule 27): the same test, unchanged, over
-# plaintext HTTP/1.1 and over TLS (HTTP/1.1, and HTTP/2 chosen by ALPN). curl() moves a URL of
-# a node's plaintext port to the node's TLS port for the tls* protocols.
+# plaintext HTTP/1.1, over TLS (HTTP/1.1, and HTTP/2 chosen by ALPN), h2c and HTTP/3. curl()
+# moves a URL of a node's plaintext port to the node's TLS port for the tls* protocols, and to
+# its HTTP/3 port (UDP, the same number as the TLS port) for tls3, which h3curl speaks.
 # OUTPOST_E2E_PROTOCOLS=1.1,tls2 narrows the set (the sanitizer pass of CI does).
-PROTOCOLS = [p for p in os.environ.get("OUTPOST_E2E_PROTOCOLS", "1.1,tls1.1,tls2,2").split(",")
-             if p]
-PROTOCOL_IDS = {"1.1": "http1.1", "tls1.1": "https1.1", "tls2": "https2", "2": "h2c"}
+PROTOCOLS = [p for p in os.environ.get("OUTPOST_E2E_PROTOCOLS",
+                                       "1.1,tls1.1,tls2,2,tls3").split(",") if p]
+PROTOCOL_IDS = {"1.1": "http1.1", "tls1.1": "https1.1", "tls2": "https2", "2": "h2c",
+                "tls3": "https3"}
 _TLS_PROTOS = {"tls1.1": ["--http1.1"], "tls2": ["--http2"]}
 _TLS_PORTS = {}  # plaintext port -> TLS port of the same node
+_H3_PORTS = {}  # plaintext port -> HTTP/3 (UDP) port of the same node
+_H3_LACKING = set()  # plaintext ports of TLS nodes left without HTTP/3: outpostd lacks it
 _CERTS = {}
 
 
@@ -153,7 +168,11 @@ def test_certs():
 
 def client_url(url, http):
     """The URL a client of protocol `http` really uses for a node's plaintext `url`."""
-    return _tls_url(url) if http in _TLS_PROTOS else url
+    if http in _TLS_PROTOS:
+        return _tls_url(url)
+    if http == "tls3":
+        return _h3_url(url)
+    return url
 
 
 def _tls_url(url):
@@ -161,6 +180,54 @@ def _tls_url(url):
     if not m or int(m.group(2)) not in _TLS_PORTS:
         raise AssertionError("no TLS listener known for %s" % url)
     return "https://%s:%d%s" % (m.group(1), _TLS_PORTS[int(m.group(2))], m.group(3))
+
+
+def _h3_url(url):
+    """A node's plaintext URL moved to its HTTP/3 port; an https:// URL is kept as it is."""
+    if url.startswith("https://"):
+        return url
+    m = re.match(r"^http://([^/:]+):(\d+)(.*)$", url)
+    if m and int(m.group(2)) in _H3_LACKING:
+        _skip("%s has no --h3-listen (not in `outpostd --help`): no HTTP/3 to test"
+              % outpostd_path())
+    if not m or int(m.group(2)) not in _H3_PORTS:
+        raise AssertionError("no HTTP/3 listener known for %s" % url)
+    return "https://%s:%d%s" % (m.group(1), _H3_PORTS[int(m.group(2))], m.group(3))
+
+
+def _skip(reason):
+    """Skip the running test: a client it needs is missing (STYLE.md rule 27)."""
+    import pytest  # here, so that the harness stays importable without pytest
+    pytest.skip(reason)
+
+
+def h3curl_path():
+    return REPO / os.environ.get("OUTPOST_BUILD", "build") / "tools" / "h3curl"
+
+
+def _h3curl():
+    p = h3curl_path()
+    if not os.access(p, os.X_OK):
+        _skip("%s is not built: `make all` builds it when Go and Debian's quic-go are "
+              "installed (scripts/deps.sh test)" % p)
+    return str(p)
+
+
+_HAS_H3 = {}
+
+
+def outpostd_has_h3():
+    """Whether this outpostd offers --h3-listen (its --help lists it): the default of
+    Outpost(h3=None), so that the suite runs unchanged against a build without HTTP/3."""
+    path = outpostd_path()
+    if path not in _HAS_H3:
+        try:
+            p = subprocess.run([str(path), "--help"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=10)
+            _HAS_H3[path] = b"--h3-listen" in p.stdout
+        except OSError:
+            return False  # not built yet: Outpost.start() says so
+    return _HAS_H3[path]
 
 
 _CURL_PROTO_FLAGS = {
@@ -179,7 +246,12 @@ def curl(url, method=None, headers=None, data=None, http="1.1", extra=(), timeou
     """Run the real curl. Returns Response(status, headers, body): the final response (1xx
     interim heads are skipped). `headers`: dict or list of pairs; a value of None removes a
     header curl would send. `data`: bytes (sent with --data-binary). `output`: a path to write
-    the body to instead of returning it (body is then None)."""
+    the body to instead of returning it (body is then None).
+
+    http="tls3" runs tests/tools/h3curl, which takes the same options, against the node's
+    HTTP/3 port (or an https:// URL as it is); the test skips if h3curl is not built. Unlike
+    curl, h3curl sends no User-Agent and no Accept header of its own, and an empty value
+    (v == "") of User-Agent sends none."""
     tmp = tempfile.mkdtemp(prefix="curl-")
     try:
         hfile = os.path.join(tmp, "h")
@@ -189,6 +261,10 @@ def curl(url, method=None, headers=None, data=None, http="1.1", extra=(), timeou
         if http in _TLS_PROTOS:
             args += _TLS_PROTOS[http] + ["--insecure"]
             url = _tls_url(url)
+        elif http == "tls3":
+            url = _h3_url(url)
+            args[0] = _h3curl()
+            args.append("--insecure")
         else:
             args += _CURL_PROTO_FLAGS[http]
         if method == "HEAD":
@@ -210,8 +286,9 @@ def curl(url, method=None, headers=None, data=None, http="1.1", extra=(), timeou
         p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=timeout + 10)
         if p.returncode != 0 and check:
-            raise CurlError("curl %s failed (exit %d): %s" % (url, p.returncode,
-                                                             p.stderr.decode(errors="replace")))
+            raise CurlError("%s %s failed (exit %d): %s" % (os.path.basename(args[0]), url,
+                                                           p.returncode,
+                                                           p.stderr.decode(errors="replace")))
         if not os.path.exists(hfile):
             return Response(0, {}, b"")
         text = open(hfile, "rb").read().decode("latin-1")
@@ -226,6 +303,256 @@ def curl(url, method=None, headers=None, data=None, http="1.1", extra=(), timeou
         elif output is None:
             body = open(bfile, "rb").read() if os.path.exists(bfile) else b""
         return Response(status, hdrs, body)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Two more HTTP/3 clients: gtlsclient and headless Chromium
+
+
+class GtlsclientError(AssertionError):
+    pass
+
+
+_GTLS_STREAM = re.compile(r"^http: stream 0x([0-9a-f]+) (.*)$")
+_GTLS_FIELD = re.compile(r"^\[(:?[^:]*): (.*)\]$")
+_GTLS_BODY = re.compile(r"^body (\d+) bytes$")
+_GTLS_CLOSED = re.compile(r"^HTTP stream (\d+) closed with error code (\d+)$")
+_HEXDUMP = re.compile(r"^([0-9a-f]{8})(?:  (.*))?$")
+
+
+def parse_gtlsclient_log(text):
+    """gtlsclient's debug output (its stderr without -q) -> {stream id: Response}. What it
+    prints, per stream (ngtcp2 0.12.1):
+
+        http: stream 0x0 response headers started     (again for a final head after a 1xx)
+        http: stream 0x0 [:status: 200]
+        http: stream 0x0 [content-length: 9]
+        http: stream 0x0 headers ended
+        http: stream 0x0 body 9 bytes                 (one per chunk, unless --no-http-dump)
+        00000000  68 65 6c 6c 6f 20 68 33  0a        |hello h3.|
+        *                                             (hexdump -C: the line above repeats)
+        00000009                                      (the chunk's length)
+        http: stream 0x0 trailers started / [name: value] / trailers ended
+        HTTP stream 0 closed with error code 256      (decimal id; 256 is H3_NO_ERROR)
+
+    Its request heads are bare "[name: value]" lines; those, and the ngtcp2 trace lines, are
+    skipped. A Response gets .trailers (dict like headers) and .stream_error (the close code,
+    or None). 1xx heads are dropped, as curl() does."""
+    streams = {}
+    chunk = None  # the stream's body, the declared length, its start, the last 16-byte row
+
+    def state(sid):
+        return streams.setdefault(sid, {"status": None, "headers": {}, "trailers": {},
+                                        "body": bytearray(), "mode": None, "error": None})
+
+    star = False
+    for line in text.splitlines():
+        if chunk is not None:
+            body, length, start, row = chunk
+            if line == "*":
+                star = True
+                continue
+            m = _HEXDUMP.match(line)
+            if not m:
+                raise ValueError("gtlsclient output: hexdump cut short by %r" % line[:100])
+            off = int(m.group(1), 16)
+            while star and len(body) - start < off:
+                body += row[:off - (len(body) - start)]
+            star = False
+            if m.group(2) is None:  # the closing offset line
+                if len(body) - start != length or off != length:
+                    raise ValueError("gtlsclient output: a %d-byte chunk decoded to %d bytes"
+                                     % (length, len(body) - start))
+                chunk = None
+                continue
+            row = bytes.fromhex(m.group(2).split("  |", 1)[0])
+            body += row
+            chunk = (body, length, start, row)
+            continue
+        m = _GTLS_CLOSED.match(line)
+        if m:
+            state(int(m.group(1)))["error"] = int(m.group(2))
+            continue
+        m = _GTLS_STREAM.match(line)
+        if not m:
+            continue
+        st = state(int(m.group(1), 16))
+        what = m.group(2)
+        if what == "response headers started":
+            if st["status"] is not None and 100 <= st["status"] < 200:
+                st["status"], st["headers"] = None, {}
+            st["mode"] = "headers"
+        elif what == "trailers started":
+            st["mode"] = "trailers"
+        elif what in ("headers ended", "trailers ended"):
+            st["mode"] = None
+        elif _GTLS_BODY.match(what):
+            n = int(_GTLS_BODY.match(what).group(1))
+            if n:
+                chunk = (st["body"], n, len(st["body"]), b"")
+        else:
+            f = _GTLS_FIELD.match(what)
+            if f and st["mode"] == "headers" and f.group(1) == ":status":
+                st["status"] = int(f.group(2))
+            elif f and st["mode"]:
+                st[st["mode"]].setdefault(f.group(1).lower(), []).append(f.group(2))
+    if chunk is not None:
+        raise ValueError("gtlsclient output ends inside a hexdump")
+    out = {}
+    for sid, st in streams.items():
+        r = Response(st["status"], st["headers"], bytes(st["body"]))
+        r.trailers, r.stream_error = st["trailers"], st["error"]
+        out[sid] = r
+    return out
+
+
+def _gtls_file_name(url):
+    """The name gtlsclient --download gives the body of `url`: what follows the path's last
+    '/', query included ("/a/b.txt?x=1" -> "b.txt?x=1"), or index.html."""
+    rest = re.sub(r"^https?://[^/?#]*", "", url).split("#", 1)[0]
+    return rest.rsplit("/", 1)[-1] or "index.html"
+
+
+def gtlsclient_get(url, n=None, method=None, data=None, timeout=30, download_bodies=False):
+    """Fetch over HTTP/3 with Debian's gtlsclient (ngtcp2's own client, independent of
+    h3curl's quic-go): `gtlsclient --exit-on-all-streams-close --download=DIR HOST PORT
+    URL...`. `url`: one URL or a list; a node's plaintext URL goes to its HTTP/3 port, an
+    https:// URL is used as it is; all must share host and port. Every request goes on one
+    QUIC connection, `n` of them (-n; the URL list wraps around), all sent at once. `method`:
+    -m; `data`: bytes, the body of every request (-d). gtlsclient sends its own user-agent and
+    no other header; it cannot send more.
+
+    Returns one Response per request, in request order (stream ids 0, 4, 8, ...), with status,
+    headers, trailers and body parsed from its debug output (parse_gtlsclient_log). With
+    download_bodies=True the body is read from DIR instead of the hexdump (--no-http-dump: for
+    large bodies); requests whose URLs end in the same file name then get the last one written.
+    Raises GtlsclientError if it fails or a request gets no response: gtlsclient itself exits 0
+    after a handshake timeout. The test skips if gtlsclient is not installed."""
+    gtls = shutil.which("gtlsclient") or _skip("gtlsclient is not installed (ngtcp2-client; "
+                                               "scripts/deps.sh test)")
+    urls = [_h3_url(u) for u in ([url] if isinstance(url, str) else url)]
+    m = re.match(r"^https://([^/:?#]+):(\d+)", urls[0])
+    if not m or any(not u.startswith(m.group(0)) for u in urls):
+        raise AssertionError("gtlsclient_get: one https://HOST:PORT for all of %s" % urls)
+    count = n or len(urls)
+    tmp = tempfile.mkdtemp(prefix="gtlsclient-")
+    try:
+        dl = os.path.join(tmp, "dl")
+        os.mkdir(dl)
+        args = [gtls, "--exit-on-all-streams-close", "--download=" + dl, "--no-quic-dump",
+                "--timeout=%ds" % timeout, "--handshake-timeout=%ds" % min(timeout, 10)]
+        if download_bodies:
+            args.append("--no-http-dump")
+        if n:
+            args += ["-n", str(n)]
+        if method:
+            args += ["-m", method]
+        if data is not None:
+            dfile = os.path.join(tmp, "d")
+            with open(dfile, "wb") as f:
+                f.write(data)
+            args += ["-d", dfile]
+        args += [m.group(1), m.group(2)] + urls
+        log = os.path.join(tmp, "log")
+        with open(log, "wb") as f:
+            try:
+                p = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=f,
+                                   timeout=timeout + 10)
+            except subprocess.TimeoutExpired:
+                raise GtlsclientError("gtlsclient %s: no exit within %ds" % (urls, timeout + 10))
+        text = open(log, "rb").read().decode("latin-1")
+
+        def fail(what):
+            http = [l for l in text.splitlines() if l.startswith(("http:", "HTTP stream"))]
+            raise GtlsclientError("gtlsclient %s: %s (exit %d); its HTTP lines:\n%s\n"
+                                  "last lines:\n%s" % (urls, what, p.returncode,
+                                                       "\n".join(http[-40:]),
+                                                       "\n".join(text.splitlines()[-15:])))
+        if p.returncode != 0:
+            fail("failed")
+        streams = parse_gtlsclient_log(text)
+        out = []
+        for i in range(count):
+            r = streams.get(4 * i)
+            if r is None or r.status is None:
+                fail("no response on stream %d (request %d)" % (4 * i, i))
+            if download_bodies:
+                f = os.path.join(dl, _gtls_file_name(urls[i % len(urls)]))
+                body = open(f, "rb").read() if os.path.exists(f) else b""
+                trailers, err = r.trailers, r.stream_error
+                r = Response(r.status, r.headers, body)
+                r.trailers, r.stream_error = trailers, err
+            out.append(r)
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class ChromiumError(AssertionError):
+    pass
+
+
+def cert_spki_sha256(cert_path):
+    """base64(SHA-256(SubjectPublicKeyInfo)) of a PEM certificate, with the openssl CLI: what
+    Chromium's --ignore-certificate-errors-spki-list takes."""
+    def run(args, data=None):
+        return subprocess.run(["openssl"] + args, input=data, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, check=True, timeout=30).stdout
+    pub = run(["x509", "-in", str(cert_path), "-pubkey", "-noout"])
+    der = run(["pkey", "-pubin", "-outform", "der"], pub)
+    return base64.b64encode(run(["dgst", "-sha256", "-binary"], der)).decode()
+
+
+def chromium_h3_nexthop(url, cert_path, timeout=30):
+    """Load `url` in Debian's headless Chromium over HTTP/3 and return the DOM after the load
+    event (--dump-dom): a page's scripts write what they see, e.g. the nextHopProtocol of
+    performance.getEntriesByType('navigation'|'resource'), which is "h3" over HTTP/3.
+
+    `url`: a node's plaintext URL (moved to its HTTP/3 port) or an https:// URL. Chromium takes
+    HTTP/3 to a loopback server with a self-signed certificate only with QUIC forced on the
+    origin (--origin-to-force-quic-on) and the certificate's key pinned
+    (--ignore-certificate-errors-spki-list, cert_spki_sha256(cert_path)); Alt-Svc discovery
+    cannot be tested so. --timeout bounds the load: without it a failed load (a wrong pin:
+    ERR_QUIC_PROTOCOL_ERROR) leaves Chromium hanging; with it Chromium dumps nothing, and this
+    raises ChromiumError with its "Page load failed" line. --host-resolver-rules keeps every
+    name but localhost unresolved: Chromium still starts Google requests of its own (sign-in,
+    time, updates) despite --disable-background-networking. The test skips if Chromium is
+    not installed."""
+    chromium = shutil.which("chromium") or _skip("chromium is not installed (scripts/deps.sh "
+                                                 "test installs it)")
+    url = _h3_url(url)
+    m = re.match(r"^https://([^/?#]+)", url)
+    if not m:
+        raise AssertionError("chromium_h3_nexthop: not an https URL: %s" % url)
+    spki = cert_spki_sha256(cert_path)
+    tmp = tempfile.mkdtemp(prefix="outpost-chromium-")
+    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", "--user-data-dir=" + os.path.join(tmp, "profile"),
+            "--origin-to-force-quic-on=" + m.group(1),
+            "--ignore-certificate-errors-spki-list=" + spki,
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+            "--timeout=%d" % (timeout * 1000), "--dump-dom", url]
+    env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(tmp, "config"),
+               XDG_CACHE_HOME=os.path.join(tmp, "cache"))
+    try:
+        # its own session: the browser's helper processes go with it on a timeout
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            out, err = p.communicate(timeout=timeout + 30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise ChromiumError("chromium %s: no exit within %ds" % (url, timeout + 30))
+        errs = [l for l in err.decode(errors="replace").splitlines()
+                if "ERROR:" in l and "dbus" not in l]
+        if p.returncode != 0 or not out.strip():
+            raise ChromiumError("chromium %s: exit %d, no DOM:\n%s" % (url, p.returncode,
+                                                                      "\n".join(errs[-10:])))
+        return out.decode(errors="replace")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -489,7 +816,10 @@ class Outpost:
     """One outpostd process. Use spawn_outpost() (or the fixture of the same name)."""
 
     def __init__(self, tmp_path, origin=None, extra_args=(), config=None, workers=1,
-                 debug_api=True, access_log=True, tls=True):
+                 debug_api=True, access_log=True, tls=True, h3=None):
+        """h3: an HTTP/3 listener (--h3-listen) on the UDP port of the number of the TLS port,
+        with the same certificate. None (the default) means on when tls is, if this outpostd
+        offers --h3-listen (outpostd_has_h3()); tls3 tests then skip rather than fail."""
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.origin = origin
@@ -498,6 +828,12 @@ class Outpost:
         self.port = free_port()
         self.admin_port = free_port()
         self.tls_port = free_port() if tls else None
+        if h3 and not tls:
+            raise ValueError("h3 needs tls: HTTP/3 shares the TLS certificate and port number")
+        want_h3 = h3 is None and tls
+        if want_h3:
+            h3 = outpostd_has_h3()
+        self.h3_port = self.tls_port if h3 else None
         self.proc = None
         self.stderr_path = self.dir / "outpostd.stderr"
         self.stdout_path = self.dir / "outpostd.stdout"
@@ -516,6 +852,11 @@ class Outpost:
             args += ["--tls-listen", "%s:%d" % (HOST, self.tls_port), "--cert", cert,
                      "--key", key]
             _TLS_PORTS[self.port] = self.tls_port
+        if h3:
+            args += ["--h3-listen", "%s:%d" % (HOST, self.h3_port)]
+            _H3_PORTS[self.port] = self.h3_port
+        elif want_h3:
+            _H3_LACKING.add(self.port)
         if workers is not None:
             args += ["--workers", str(workers)]
         if origin is not None:

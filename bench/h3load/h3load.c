@@ -367,7 +367,8 @@ static void report(struct h3load_stats *st)
            (unsigned long long)st->started, (unsigned long long)st->abandoned,
            (unsigned long long)st->length_mismatch,
            (unsigned long long)(st->status[0] + st->status[1]));
-    printf("udp: sent %llu datagrams %llu bytes, received %llu datagrams %llu bytes\n",
+    printf("udp: datagrams sent %llu, bytes sent %llu, datagrams received %llu, bytes received "
+           "%llu\n",
            (unsigned long long)st->tx_datagrams, (unsigned long long)st->tx_bytes,
            (unsigned long long)st->rx_datagrams, (unsigned long long)st->rx_bytes);
 }

@@ -147,6 +147,24 @@ run: deps-run
 bench: all
 	$(Q)./bench/run
 
+# bench/h3load: the HTTP/3 load generator (bench/README.md); `make h3load`. GnuTLS, ngtcp2 and
+# nghttp3 only: it must link neither BoringSSL nor OpenSSL. lib/util.o brings xmalloc (and lmdb).
+H3LOAD_PKGS := gnutls libngtcp2 libngtcp2_crypto_gnutls libnghttp3 libevent_core lmdb
+H3LOAD_OBJ := $(patsubst %.c,$(BUILD)/bench/h3load-obj/%.o,$(notdir $(wildcard bench/h3load/*.c)))
+H3LOAD_CFLAGS = -std=gnu11 -D_GNU_SOURCE -g $(OPT) -pthread -I. $(WARN) \
+	$(shell pkg-config --cflags $(H3LOAD_PKGS)) \
+	$(if $(SAN),-fsanitize=$(SAN) -fno-omit-frame-pointer,) $(CFLAGS)
+.PHONY: h3load
+h3load: $(BUILD)/bench/h3load
+$(BUILD)/bench/h3load-obj/%.o: bench/h3load/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(H3LOAD_CFLAGS) -MMD -MP -c -o $@ $<
+$(BUILD)/bench/h3load: $(H3LOAD_OBJ) $(BUILD)/lib/util.o
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(shell pkg-config --libs $(H3LOAD_PKGS)) -lm
+-include $(H3LOAD_OBJ:.o=.d)
+
 lint:
 	$(Q)./scripts/lint.sh
 

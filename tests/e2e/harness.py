@@ -146,7 +146,6 @@ PROTOCOL_IDS = {"1.1": "http1.1", "tls1.1": "https1.1", "tls2": "https2", "2": "
 _TLS_PROTOS = {"tls1.1": ["--http1.1"], "tls2": ["--http2"]}
 _TLS_PORTS = {}  # plaintext port -> TLS port of the same node
 _H3_PORTS = {}  # plaintext port -> HTTP/3 (UDP) port of the same node
-_H3_LACKING = set()  # plaintext ports of TLS nodes left without HTTP/3: outpostd lacks it
 _CERTS = {}
 
 
@@ -187,9 +186,6 @@ def _h3_url(url):
     if url.startswith("https://"):
         return url
     m = re.match(r"^http://([^/:]+):(\d+)(.*)$", url)
-    if m and int(m.group(2)) in _H3_LACKING:
-        _skip("%s has no --h3-listen (not in `outpostd --help`): no HTTP/3 to test"
-              % outpostd_path())
     if not m or int(m.group(2)) not in _H3_PORTS:
         raise AssertionError("no HTTP/3 listener known for %s" % url)
     return "https://%s:%d%s" % (m.group(1), _H3_PORTS[int(m.group(2))], m.group(3))
@@ -213,21 +209,6 @@ def _h3curl():
     return str(p)
 
 
-_HAS_H3 = {}
-
-
-def outpostd_has_h3():
-    """Whether this outpostd offers --h3-listen (its --help lists it): the default of
-    Outpost(h3=None), so that the suite runs unchanged against a build without HTTP/3."""
-    path = outpostd_path()
-    if path not in _HAS_H3:
-        try:
-            p = subprocess.run([str(path), "--help"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, timeout=10)
-            _HAS_H3[path] = b"--h3-listen" in p.stdout
-        except OSError:
-            return False  # not built yet: Outpost.start() says so
-    return _HAS_H3[path]
 
 
 _CURL_PROTO_FLAGS = {
@@ -818,8 +799,7 @@ class Outpost:
     def __init__(self, tmp_path, origin=None, extra_args=(), config=None, workers=1,
                  debug_api=True, access_log=True, tls=True, h3=None):
         """h3: an HTTP/3 listener (--h3-listen) on the UDP port of the number of the TLS port,
-        with the same certificate. None (the default) means on when tls is, if this outpostd
-        offers --h3-listen (outpostd_has_h3()); tls3 tests then skip rather than fail."""
+        with the same certificate. None (the default) means on when tls is."""
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.origin = origin
@@ -830,9 +810,8 @@ class Outpost:
         self.tls_port = free_port() if tls else None
         if h3 and not tls:
             raise ValueError("h3 needs tls: HTTP/3 shares the TLS certificate and port number")
-        want_h3 = h3 is None and tls
-        if want_h3:
-            h3 = outpostd_has_h3()
+        if h3 is None:
+            h3 = tls
         self.h3_port = self.tls_port if h3 else None
         self.proc = None
         self.stderr_path = self.dir / "outpostd.stderr"
@@ -855,8 +834,6 @@ class Outpost:
         if h3:
             args += ["--h3-listen", "%s:%d" % (HOST, self.h3_port)]
             _H3_PORTS[self.port] = self.h3_port
-        elif want_h3:
-            _H3_LACKING.add(self.port)
         if workers is not None:
             args += ["--workers", str(workers)]
         if origin is not None:

@@ -370,13 +370,9 @@ def test_outpost_h3_listener_arguments(tmp_path):
     with pytest.raises(ValueError):
         harness.Outpost(tmp_path / "c", tls=False, h3=True)
 
-    # The default follows the daemon: on if its --help offers --h3-listen; if not, tls3
-    # tests against the node skip rather than fail.
+    # The default: HTTP/3 whenever TLS is on
     default = harness.Outpost(tmp_path / "d")
-    assert ("--h3-listen" in default.args) == harness.outpostd_has_h3()
-    if not harness.outpostd_has_h3():
-        with pytest.raises(pytest.skip.Exception, match="h3-listen"):
-            harness.client_url(default.url("/"), "tls3")
+    assert "--h3-listen" in default.args and default.h3_port == default.tls_port
 
 
 def test_tls3_is_a_default_protocol():

@@ -144,7 +144,7 @@ run: deps-run
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)./scripts/run-local.sh
 
-bench: all
+bench: all h3load
 	$(Q)./bench/run
 
 # bench/h3load: the HTTP/3 load generator (bench/README.md); `make h3load`. GnuTLS, ngtcp2 and

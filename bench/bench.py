@@ -47,15 +47,15 @@ ROWS = {
     "tls-conn": ("tlsconn", "/f/1k", "new TLS connections/s: one 1 KiB hit per full handshake "
                  "(wrk -c64 -t1, Connection: close, ECDSA P-256)"),
     "miss": ("miss", "/u/", "miss path: a unique URL per request (wrk -c64 -t1, lua)"),
-    "h3-1k": ("na", None, "HTTP/3 hits, 1 KiB"),
+    "h3-1k": ("h3", "/f/1k", "HTTP/3 hits, 1 KiB (h3load -c32 -m16; bench/h3load)"),
+    "h3-128k": ("h3", "/f/128k", "HTTP/3 hits, 128 KiB (h3load -c32 -m16; bench/h3load)"),
     "tiered": ("na", None, "tiered (edge -> shield -> origin) hits and misses"),
 }
 NA_ROWS = {
-    "h3-1k": "not yet possible: Outpost has no HTTP/3, and no load generator for it is installed",
     "tiered": "not yet possible: Outpost shield/tier support is a later issue",
 }
 ALL_ROWS = ["h1-1k", "h1-16k", "h1-128k", "h1-1m", "h2-1k", "h2-128k", "tls-conn", "miss",
-            "h3-1k", "tiered"]
+            "h3-1k", "h3-128k", "tiered"]
 QUICK_ROWS = ["h1-1k", "h1-1m", "h2-1k", "tls-conn", "miss", "h3-1k", "tiered"]
 
 ALL_PEERS = ["nginx-ceiling", "nginx-static-1k", "nginx-proxy-cache", "varnish", "ats", "outpost"]
@@ -397,9 +397,13 @@ class Peer:
             return "a fixed 1 KiB response: 1 KiB rows only"
         if kind in ("h2", "tlsconn") and not self.tls:
             return self.no_tls_reason
+        if kind == "h3" and not self.h3:
+            return self.no_h3_reason
         return None
 
     no_tls_reason = "no TLS"
+    h3 = False
+    no_h3_reason = "no HTTP/3 in the Debian 12 build"
 
     def is_hit(self, headers):
         return None
@@ -611,6 +615,7 @@ class Outpost(Peer):
             except Exception:
                 self.help = ""
         self.tls = "--tls-listen" in self.help
+        self.h3 = self.tls and "--h3-listen" in self.help
 
     def available(self):
         if not os.access(self.bin, os.X_OK):
@@ -627,6 +632,8 @@ class Outpost(Peer):
         if self.tls:  # hook: the flag names of the TLS issue
             argv += ["--tls-listen", "127.0.0.1:%d" % self.tls_port]
             argv += ["--cert", self.env.cert, "--key", self.env.key]
+        if self.h3:  # UDP, on the port number of the TLS listener
+            argv += ["--h3-listen", "127.0.0.1:%d" % self.tls_port]
         self.proc = self.env.start(self.name, argv, SERVER_CPU)
         if not wait_port(self.port, proc=self.proc):
             raise RuntimeError("outpostd did not start: " + tail(self.env.path("outpost.out")))
@@ -743,6 +750,39 @@ def h2load_round(env, url, duration, conns=32, streams=16):
             "errors": int(m2.group(5)) + int(m2.group(6)), "client_cpu_s": cpu}
 
 
+H3LOAD = os.environ.get("H3LOAD") or os.path.join(REPO, "build", "bench", "h3load")
+
+
+def parse_h3load(out):
+    """h3load's report as {line name: {field: number}} (bench/README.md)."""
+    report = {}
+    for line in out.splitlines():
+        if line.startswith("finished in "):
+            secs, rps, mbs = re.findall(r"[0-9]+(?:\.[0-9]+)?", line)
+            report["finished"] = {"seconds": float(secs), "req/s": float(rps), "MB/s": float(mbs)}
+            continue
+        name, sep, rest = line.partition(": ")
+        if sep:
+            report[name] = {k.strip(): float(v)
+                            for k, v in re.findall(r"([a-z0-9 ]+?) ([0-9]+(?:\.[0-9]+)?)", rest)}
+    return report
+
+
+def h3load_round(url, duration, conns=32, streams=16):
+    """The HTTP/3 twin of h2load_round: same connections, streams and warm-up."""
+    argv = [H3LOAD, "-t1", "-c%d" % conns, "-m%d" % streams, "-D", str(duration),
+            "--warm-up-time", "1", url]
+    out, rc, cpu = run_client(argv, duration + 40)
+    rep = parse_h3load(out)
+    if rc != 0 or "finished" not in rep or "requests" not in rep:
+        raise RuntimeError("h3load failed (rc %d): %s" % (rc, out[-800:]))
+    f, req, lat = rep["finished"], rep["requests"], rep.get("latency (ms)", {})
+    return {"requests": int(req["succeeded"]), "seconds": f["seconds"], "rps": f["req/s"],
+            "mibps": rep["traffic"]["body"] / f["seconds"] / 1048576 if f["seconds"] else 0.0,
+            "p50_ms": lat.get("p50", 0.0), "p99_ms": lat.get("p99", 0.0),
+            "errors": int(req["failed"] + req["errored"]), "client_cpu_s": cpu}
+
+
 # ----------------------------------------------------------------------------------------
 # warm-up and hit check
 
@@ -801,6 +841,8 @@ def measure(args, env, origin, peer, row, lua, tag):
         elif kind == "h2":
             r = h2load_round(env, "https://127.0.0.1:%d%s" % (peer.tls_port, path),
                              args.duration)
+        elif kind == "h3":
+            r = h3load_round("https://127.0.0.1:%d%s" % (peer.tls_port, path), args.duration)
         else:
             raise RuntimeError(kind)
     finally:
@@ -814,8 +856,9 @@ def measure(args, env, origin, peer, row, lua, tag):
     r["server_cpu_s"] = cpu
     # h2load's measured window excludes its warm-up; CPU covers the whole run, so scale
     # requests per CPU-second by the requests the server did in the CPU window.
-    total_secs = args.duration + (1 if kind == "h2" else 0)
-    r["req_per_cpu_s"] = (r["rps"] * total_secs / cpu) if kind == "h2" and cpu > 0 else (
+    warmed = kind in ("h2", "h3")
+    total_secs = args.duration + (1 if warmed else 0)
+    r["req_per_cpu_s"] = (r["rps"] * total_secs / cpu) if warmed and cpu > 0 else (
         r["requests"] / cpu if cpu > 0 else 0.0)
     r["server_cpu_util"] = cpu / total_secs
     r["client_cpu_util"] = r["client_cpu_s"] / total_secs
@@ -919,7 +962,7 @@ def table(results, rows, peers, meta):
             if e.get("notes"):
                 out[-1] += " " + "; ".join(sorted(set(e["notes"])))
         out.append("")
-    out.append("### Targets (issue 3)")
+    out.append("### Targets (issues 3, 4, 5)")
     out.append("")
     out.extend(targets(results))
     return "\n".join(out) + "\n"
@@ -949,6 +992,14 @@ def targets(results):
         else:
             lines.append("- %s: %s (%.0f vs %.0f, %.2fx)" % (
                 text, "MET" if a >= factor * b else "NOT MET", a, b, a / b if b else 0))
+    for size in ("1k", "128k"):
+        a, b = m("h3-" + size, "outpost", "rps"), m("h2-" + size, "outpost", "rps")
+        text = "HTTP/3 %s hits: req/s >= 0.6x the same node's HTTP/2" % size.replace("k", " KiB")
+        if a is None or b is None:
+            lines.append("- %s: n/a (h3-%s and h2-%s of outpost both needed)" % (text, size, size))
+        else:
+            lines.append("- %s: %s (%.0f vs %.0f, %.2fx)" % (
+                text, "MET" if a >= 0.6 * b else "NOT MET", a, b, a / b if b else 0))
     a, b = m("h1-1k", "outpost", "peak_rss_kib"), m("h1-1k", "nginx-proxy-cache", "peak_rss_kib")
     lm = m("h1-1k", "outpost", "lmdb_resident_kib") or 0
     text = "peak RSS under 1 KiB hit load <= nginx proxy_cache's + LMDB resident pages"
@@ -1085,6 +1136,11 @@ def main(argv):
         if not peers:
             log("bench: no peer could run")
             return 1
+        if not os.access(H3LOAD, os.X_OK):
+            for row in args.row_list:
+                if ROWS[row][0] == "h3":
+                    NA_ROWS.setdefault(row, "%s not built (make h3load)" %
+                                       os.path.relpath(H3LOAD, REPO))
         if not shutil.which("h2load"):
             for row in args.row_list:
                 if ROWS[row][0] == "h2":

@@ -487,6 +487,34 @@ struct fieldsec_field {
  * returns how many were filled. Strings live in x's arena. */
 size_t fieldsec_response(struct exchange *x, struct fieldsec_field *out, size_t max);
 
+/* ---- multiplexed streams: shared by edge/h2 and edge/h3 (mux.c) -------------------------- */
+
+/* A request body on its way from the protocol library to the exchange. */
+struct mux_body {
+    struct evbuffer *in; /* received, not yet taken by the exchange */
+    uint64_t bytes;
+    bool eof; /* the client ended the stream */
+    bool eof_delivered;
+    bool paused; /* the exchange asked for no more for now */
+    bool too_large; /* past max_body_size: the rest is dropped */
+    size_t discard; /* dropped bytes whose flow-control credit is not given back yet */
+};
+void mux_body_init(struct mux_body *b);
+void mux_body_fini(struct mux_body *b);
+/* Bytes of DATA from the client (dropped, but counted, past max_body_size). */
+void mux_body_add(struct mux_body *b, const struct config *cfg, const uint8_t *data, size_t len);
+/* Anything for mux_body_deliver() to do? */
+bool mux_body_pending(const struct mux_body *b);
+/* Hand what arrived to `x` (x_active: the stream's exchange is still running; 413 past the
+ * limit). Returns the bytes the caller must give back to the client's flow-control windows:
+ * those the exchange took, or that nobody will. May finish the exchange. */
+size_t mux_body_deliver(struct mux_body *b, struct exchange *x, bool x_active);
+/* The exchange completed (finish or abort): log it and free its resources. */
+void mux_exchange_done(struct exchange *x);
+/* The client will not read the response (stream reset, connection gone): detach, log a 499
+ * if a request had started and no head was sent, free. */
+void mux_exchange_gone(struct exchange *x, bool started);
+
 /* ---- H1 front end ------------------------------------------------------------------------ */
 
 struct h1_conn;

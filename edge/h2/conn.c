@@ -86,13 +86,7 @@ struct h2_stream {
     uint32_t rst_code;
     struct fieldsec fs; /* request head */
     /* request body */
-    struct evbuffer *req_in; /* received, not yet taken by the exchange nor consumed */
-    uint64_t req_bytes;
-    bool req_eof; /* END_STREAM received */
-    bool req_eof_delivered;
-    bool req_paused;
-    bool req_too_large;
-    size_t req_discard; /* dropped bytes to acknowledge at the next conn_run */
+    struct mux_body req; /* request body; credit given back (consumed) as the exchange takes it */
     /* response body */
     struct evbuffer *body;
     bool body_eof;
@@ -208,9 +202,9 @@ static struct h2_stream *stream_new(struct h2_conn *c, int32_t id)
     struct h2_stream *st = xcalloc(1, sizeof(*st));
     st->c = c;
     st->id = id;
-    st->req_in = evbuffer_new();
+    mux_body_init(&st->req);
     st->body = evbuffer_new();
-    ASSERT(st->req_in != NULL && st->body != NULL);
+    ASSERT(st->body != NULL);
     exchange_init(&st->x, c->w, &h2_ops, st);
     st->x_active = true;
     st->next = c->streams;
@@ -226,14 +220,7 @@ static void stream_client_gone(struct h2_stream *st)
 {
     if (!st->x_active)
         return;
-    struct exchange *x = &st->x;
-    exchange_on_client_gone(x);
-    if (st->started) {
-        if (!x->head_sent)
-            x->status = 499;
-        exchange_log(x);
-    }
-    exchange_fini(x);
+    mux_exchange_gone(&st->x, st->started);
     st->x_active = false;
 }
 
@@ -249,7 +236,7 @@ static void stream_free(struct h2_stream *st)
         c->streams = st->next;
     if (st->next)
         st->next->prev = st->prev;
-    evbuffer_free(st->req_in);
+    mux_body_fini(&st->req);
     evbuffer_free(st->body);
     free(st);
 }
@@ -302,7 +289,7 @@ static void stream_start(struct h2_stream *st)
         break;
     }
     if (st->end_on_headers)
-        st->req_eof_delivered = true;
+        st->req.eof_delivered = true;
     exchange_start(x);
 }
 
@@ -314,65 +301,18 @@ static void stream_consume(struct h2_stream *st, size_t n)
         nghttp2_session_consume(st->c->s, st->id, n);
 }
 
-/* The body grew past max_body_size: 413 if we can still say so, else cut the response. */
-static void stream_body_too_large(struct h2_stream *st)
-{
-    struct exchange *x = &st->x;
-    size_t n = evbuffer_get_length(st->req_in);
-    evbuffer_drain(st->req_in, n);
-    stream_consume(st, n);
-    st->req_eof_delivered = true;
-    if (!x->head_sent) {
-        exchange_on_client_gone(x);
-        stream_refuse(st, REJECT_BODY_TOO_LARGE, 413, "request body too large");
-    } else {
-        METRIC_INC(st->c->w, rejected[REJECT_BODY_TOO_LARGE]);
-        x->ops->abort(x);
-    }
-}
-
-/* Hand received body bytes to the exchange, and acknowledge them to the client only now. */
-static void stream_deliver_body(struct h2_stream *st)
-{
-    size_t n = evbuffer_get_length(st->req_in);
-    if (!st->x_active || !st->x.req_has_body) {
-        /* nobody takes it any more (answered early): let the client's window move */
-        evbuffer_drain(st->req_in, n);
-        stream_consume(st, n);
-        return;
-    }
-    if (st->req_too_large) {
-        stream_body_too_large(st);
-        return;
-    }
-    if (st->req_paused || (n == 0 && (!st->req_eof || st->req_eof_delivered)))
-        return;
-    bool eof = st->req_eof;
-    if (eof)
-        st->req_eof_delivered = true;
-    exchange_on_req_body(&st->x, st->req_in, eof); /* may finish the exchange */
-    size_t left = evbuffer_get_length(st->req_in);
-    evbuffer_drain(st->req_in, left);
-    stream_consume(st, n);
-}
-
 /* ---- acting on what the callbacks recorded ------------------------------------------------ */
 
 static void stream_process(struct h2_stream *st)
 {
-    if (st->req_discard) {
-        stream_consume(st, st->req_discard);
-        st->req_discard = 0;
-    }
     if (st->headers_done && !st->started)
         stream_start(st);
     if (st->rst_pending) {
         st->rst_pending = false;
         stream_rst(st, st->rst_code);
     }
-    if (st->started && (evbuffer_get_length(st->req_in) > 0 || st->req_too_large ||
-                        (st->req_eof && !st->req_eof_delivered)))
-        stream_deliver_body(st);
+    if (st->req.discard || (st->started && mux_body_pending(&st->req)))
+        stream_consume(st, mux_body_deliver(&st->req, &st->x, st->x_active && st->started));
     if (st->want_writable) {
         st->want_writable = false;
         if (st->x_active && st->x.head_sent && !st->x.finished)
@@ -489,7 +429,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *a
         st->end_on_headers = end;
     }
     if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) && end)
-        st->req_eof = true;
+        st->req.eof = true;
     c->dirty = true;
     return 0;
 }
@@ -504,13 +444,7 @@ static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t id, con
         c->dirty = true;
         return 0;
     }
-    st->req_bytes += len;
-    if (st->req_bytes > conn_cfg(c)->max_body_size)
-        st->req_too_large = true;
-    if (!st->req_too_large)
-        evbuffer_add(st->req_in, data, len);
-    else
-        st->req_discard += len;
+    mux_body_add(&st->req, conn_cfg(c), data, len);
     c->dirty = true;
     return 0;
 }
@@ -537,7 +471,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *a
     if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     struct h2_stream *st = stream_of(s, frame->hd.stream_id);
-    if (st && !st->req_eof && !st->closed) {
+    if (st && !st->req.eof && !st->closed) {
         /* RFC 9113 8.1: the response is complete; stop the upload without error. */
         st->rst_pending = true;
         st->rst_code = NGHTTP2_NO_ERROR;
@@ -1126,9 +1060,7 @@ static void h2_finish(struct exchange *x)
 {
     struct h2_stream *st = x->transport;
     st->body_eof = true;
-    x->finished = true;
-    exchange_log(x);
-    exchange_fini(x);
+    mux_exchange_done(x);
     st->x_active = false;
     stream_resume(st);
 }
@@ -1136,9 +1068,7 @@ static void h2_finish(struct exchange *x)
 static void h2_abort(struct exchange *x)
 {
     struct h2_stream *st = x->transport;
-    x->finished = true;
-    exchange_log(x);
-    exchange_fini(x);
+    mux_exchange_done(x);
     st->x_active = false;
     if (!st->c->closed)
         stream_rst(st, NGHTTP2_INTERNAL_ERROR);
@@ -1148,15 +1078,15 @@ static void h2_abort(struct exchange *x)
 static void h2_pause_body(struct exchange *x)
 {
     struct h2_stream *st = x->transport;
-    st->req_paused = true;
+    st->req.paused = true;
 }
 
 static void h2_resume_body(struct exchange *x)
 {
     struct h2_stream *st = x->transport;
-    if (!st->req_paused)
+    if (!st->req.paused)
         return;
-    st->req_paused = false;
+    st->req.paused = false;
     kick(st->c);
 }
 

@@ -59,14 +59,7 @@ struct h3_stream {
     bool end_on_headers;
     bool closed; /* nghttp3 closed the stream: release at the next run */
     struct fieldsec fs;
-    /* request body */
-    struct evbuffer *req_in;
-    uint64_t req_bytes;
-    bool req_eof;
-    bool req_eof_delivered;
-    bool req_paused;
-    bool req_too_large;
-    size_t req_discard; /* bytes to give back to flow control at the next run */
+    struct mux_body req; /* request body; credit given back as the exchange takes it */
     /* response body: [handed to nghttp3, unacknowledged | not yet handed] */
     struct evbuffer *body;
     size_t handed;
@@ -182,9 +175,9 @@ static struct h3_stream *stream_new(struct h3_conn *c, int64_t id)
     struct h3_stream *st = xcalloc(1, sizeof(*st));
     st->c = c;
     st->id = id;
-    st->req_in = evbuffer_new();
+    mux_body_init(&st->req);
     st->body = evbuffer_new();
-    ASSERT(st->req_in != NULL && st->body != NULL);
+    ASSERT(st->body != NULL);
     exchange_init(&st->x, c->w, &h3_ops, st);
     st->x_active = true;
     st->next = c->streams;
@@ -199,14 +192,7 @@ static void stream_client_gone(struct h3_stream *st)
 {
     if (!st->x_active)
         return;
-    struct exchange *x = &st->x;
-    exchange_on_client_gone(x);
-    if (st->started) {
-        if (!x->head_sent)
-            x->status = 499;
-        exchange_log(x);
-    }
-    exchange_fini(x);
+    mux_exchange_gone(&st->x, st->started);
     st->x_active = false;
 }
 
@@ -224,7 +210,7 @@ static void stream_free(struct h3_stream *st)
         st->next->prev = st->prev;
     if (c->hc != NULL && !st->closed)
         nghttp3_conn_set_stream_user_data(c->hc, st->id, NULL);
-    evbuffer_free(st->req_in);
+    mux_body_fini(&st->req);
     evbuffer_free(st->body);
     free(st);
 }
@@ -271,60 +257,16 @@ static void stream_start(struct h3_stream *st)
         break;
     }
     if (st->end_on_headers)
-        st->req_eof_delivered = true;
+        st->req.eof_delivered = true;
     exchange_start(x);
-}
-
-static void stream_body_too_large(struct h3_stream *st)
-{
-    struct exchange *x = &st->x;
-    size_t n = evbuffer_get_length(st->req_in);
-    evbuffer_drain(st->req_in, n);
-    stream_consume(st, n);
-    st->req_eof_delivered = true;
-    if (!x->head_sent) {
-        exchange_on_client_gone(x);
-        METRIC_INC(st->c->w, rejected[REJECT_BODY_TOO_LARGE]);
-        exchange_respond_error(x, 413, "request body too large");
-    } else {
-        METRIC_INC(st->c->w, rejected[REJECT_BODY_TOO_LARGE]);
-        x->ops->abort(x);
-    }
-}
-
-static void stream_deliver_body(struct h3_stream *st)
-{
-    size_t n = evbuffer_get_length(st->req_in);
-    if (!st->x_active || !st->x.req_has_body) {
-        evbuffer_drain(st->req_in, n);
-        stream_consume(st, n);
-        return;
-    }
-    if (st->req_too_large) {
-        stream_body_too_large(st);
-        return;
-    }
-    if (st->req_paused || (n == 0 && (!st->req_eof || st->req_eof_delivered)))
-        return;
-    bool eof = st->req_eof;
-    if (eof)
-        st->req_eof_delivered = true;
-    exchange_on_req_body(&st->x, st->req_in, eof); /* may finish the exchange */
-    evbuffer_drain(st->req_in, evbuffer_get_length(st->req_in));
-    stream_consume(st, n);
 }
 
 static void stream_process(struct h3_stream *st)
 {
-    if (st->req_discard) {
-        stream_consume(st, st->req_discard);
-        st->req_discard = 0;
-    }
     if (st->headers_done && !st->started)
         stream_start(st);
-    if (st->started && (evbuffer_get_length(st->req_in) > 0 || st->req_too_large ||
-                        (st->req_eof && !st->req_eof_delivered)))
-        stream_deliver_body(st);
+    if (st->req.discard || (st->started && mux_body_pending(&st->req)))
+        stream_consume(st, mux_body_deliver(&st->req, &st->x, st->x_active && st->started));
     if (st->want_writable) {
         st->want_writable = false;
         if (st->x_active && st->x.head_sent && !st->x.finished)
@@ -348,8 +290,7 @@ static void conn_process(struct h3_conn *c)
 
 /* ---- nghttp3 callbacks: record, never act ------------------------------------------------ */
 
-static int h_acked_stream_data(nghttp3_conn *hc, int64_t id, uint64_t datalen, void *cu,
-                               void *su)
+static int h_acked_stream_data(nghttp3_conn *hc, int64_t id, uint64_t datalen, void *cu, void *su)
 {
     struct h3_stream *st = su;
     if (st == NULL)
@@ -388,13 +329,7 @@ static int h_recv_data(nghttp3_conn *hc, int64_t id, const uint8_t *data, size_t
         ngtcp2_conn_extend_max_offset(c->qc, len);
         return 0;
     }
-    st->req_bytes += len;
-    if (st->req_bytes > conn_cfg(c)->max_body_size)
-        st->req_too_large = true;
-    if (!st->req_too_large)
-        evbuffer_add(st->req_in, data, len);
-    else
-        st->req_discard += len;
+    mux_body_add(&st->req, conn_cfg(c), data, len);
     c->dirty = true;
     return 0;
 }
@@ -441,7 +376,7 @@ static int h_end_headers(nghttp3_conn *hc, int64_t id, int fin, void *cu, void *
     st->headers_done = true;
     st->end_on_headers = fin != 0;
     if (fin)
-        st->req_eof = true;
+        st->req.eof = true;
     c->dirty = true;
     return 0;
 }
@@ -466,7 +401,7 @@ static int h_end_stream(nghttp3_conn *hc, int64_t id, void *cu, void *su)
     struct h3_conn *c = cu;
     struct h3_stream *st = su;
     if (st != NULL) {
-        st->req_eof = true;
+        st->req.eof = true;
         c->dirty = true;
     }
     return 0;
@@ -600,8 +535,8 @@ static int q_stream_close(ngtcp2_conn *qc, uint32_t flags, int64_t id, uint64_t 
     return 0;
 }
 
-static int q_stream_reset(ngtcp2_conn *qc, int64_t id, uint64_t final_size, uint64_t code,
-                          void *ud, void *sd)
+static int q_stream_reset(ngtcp2_conn *qc, int64_t id, uint64_t final_size, uint64_t code, void *ud,
+                          void *sd)
 {
     struct h3_conn *c = ud;
     if (c->hc != NULL && nghttp3_conn_shutdown_stream_read(c->hc, id) != 0)
@@ -658,8 +593,8 @@ static void cid_add(struct h3_conn *c, const uint8_t *b, size_t len)
     h3_cid_register(c->hw, b, len, c);
 }
 
-static int q_get_new_connection_id(ngtcp2_conn *qc, ngtcp2_cid *cid, uint8_t *token,
-                                   size_t cidlen, void *ud)
+static int q_get_new_connection_id(ngtcp2_conn *qc, ngtcp2_cid *cid, uint8_t *token, size_t cidlen,
+                                   void *ud)
 {
     struct h3_conn *c = ud;
     uint8_t b[H3_CID_LEN];
@@ -790,8 +725,8 @@ static bool conn_write(struct h3_conn *c)
         ngtcp2_ssize ndatalen = -1;
         uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE | (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
         ngtcp2_ssize nw =
-            ngtcp2_conn_writev_stream(c->qc, &ps.path, &pi, buf + off, H3_MAX_PKT, &ndatalen,
-                                      flags, sid, (const ngtcp2_vec *)vec, (size_t)vcnt, ts);
+            ngtcp2_conn_writev_stream(c->qc, &ps.path, &pi, buf + off, H3_MAX_PKT, &ndatalen, flags,
+                                      sid, (const ngtcp2_vec *)vec, (size_t)vcnt, ts);
         if (nw < 0) {
             if (nw == NGTCP2_ERR_STREAM_DATA_BLOCKED) {
                 nghttp3_conn_block_stream(c->hc, sid);
@@ -1067,11 +1002,10 @@ static int conn_setup(struct h3_conn *c, const struct sockaddr *remote, socklen_
         p.original_dcid = hd->dcid;
     }
     struct h3_sock *s = c->sock;
-    ngtcp2_path path = {{(ngtcp2_sockaddr *)&s->local, s->locallen},
-                        {(ngtcp2_sockaddr *)remote, remotelen},
-                        NULL};
-    if (ngtcp2_conn_server_new(&c->qc, &hd->scid, &scid, &path, hd->version, &q_callbacks, &set,
-                               &p, NULL, c) != 0)
+    ngtcp2_path path = {
+        {(ngtcp2_sockaddr *)&s->local, s->locallen}, {(ngtcp2_sockaddr *)remote, remotelen}, NULL};
+    if (ngtcp2_conn_server_new(&c->qc, &hd->scid, &scid, &path, hd->version, &q_callbacks, &set, &p,
+                               NULL, c) != 0)
         return -1;
     c->ct.ref.get_conn = get_conn;
     c->ct.ref.user_data = c;
@@ -1113,9 +1047,9 @@ struct h3_conn *h3_conn_new(struct h3_sock *s, const struct sockaddr *remote, so
     struct worker *w = hw->w;
     if (!edge_conn_admit(w)) {
         uint8_t out[H3_MAX_PKT];
-        ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(
-            out, sizeof(out), in->hd->version, &in->hd->scid, &in->hd->dcid,
-            NGTCP2_CONNECTION_REFUSED, NULL, 0);
+        ngtcp2_ssize n =
+            ngtcp2_crypto_write_connection_close(out, sizeof(out), in->hd->version, &in->hd->scid,
+                                                 &in->hd->dcid, NGTCP2_CONNECTION_REFUSED, NULL, 0);
         if (n > 0)
             h3_sock_send(s, remote, remotelen, out, (size_t)n, (size_t)n);
         return NULL;
@@ -1151,9 +1085,8 @@ void h3_conn_recv(struct h3_conn *c, struct h3_sock *s, const struct sockaddr *r
 {
     if (c->closed || c->closing)
         return; /* closing period: the client's packets are dropped */
-    ngtcp2_path path = {{(ngtcp2_sockaddr *)&s->local, s->locallen},
-                        {(ngtcp2_sockaddr *)remote, remotelen},
-                        NULL};
+    ngtcp2_path path = {
+        {(ngtcp2_sockaddr *)&s->local, s->locallen}, {(ngtcp2_sockaddr *)remote, remotelen}, NULL};
     ngtcp2_pkt_info pi = {0};
     int rv = ngtcp2_conn_read_pkt(c->qc, &path, &pi, data, len, now_ns());
     if (rv != 0) {
@@ -1271,8 +1204,8 @@ static void h3_send_head(struct exchange *x)
     nghttp3_data_reader dr = {h_read_data};
     int rv = nghttp3_conn_submit_response(c->hc, st->id, nva, n, bodyless ? NULL : &dr);
     if (rv != 0)
-        log_ratelimited(LOG_WARN, "h3: %s: stream %lld: response: %s", c->peer,
-                        (long long)st->id, nghttp3_strerror(rv));
+        log_ratelimited(LOG_WARN, "h3: %s: stream %lld: response: %s", c->peer, (long long)st->id,
+                        nghttp3_strerror(rv));
     kick(c);
 }
 
@@ -1314,9 +1247,7 @@ static void h3_finish(struct exchange *x)
 {
     struct h3_stream *st = x->transport;
     st->body_eof = true;
-    x->finished = true;
-    exchange_log(x);
-    exchange_fini(x);
+    mux_exchange_done(x);
     st->x_active = false;
     stream_resume(st);
 }
@@ -1324,9 +1255,7 @@ static void h3_finish(struct exchange *x)
 static void h3_abort(struct exchange *x)
 {
     struct h3_stream *st = x->transport;
-    x->finished = true;
-    exchange_log(x);
-    exchange_fini(x);
+    mux_exchange_done(x);
     st->x_active = false;
     stream_reset(st, NGHTTP3_H3_INTERNAL_ERROR);
     kick(st->c);
@@ -1335,15 +1264,15 @@ static void h3_abort(struct exchange *x)
 static void h3_pause_body(struct exchange *x)
 {
     struct h3_stream *st = x->transport;
-    st->req_paused = true;
+    st->req.paused = true;
 }
 
 static void h3_resume_body(struct exchange *x)
 {
     struct h3_stream *st = x->transport;
-    if (!st->req_paused)
+    if (!st->req.paused)
         return;
-    st->req_paused = false;
+    st->req.paused = false;
     kick(st->c);
 }
 

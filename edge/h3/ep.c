@@ -208,8 +208,8 @@ static int send_gso(struct h3_sock *s, const struct sockaddr *remote, socklen_t 
         char buf[CMSG_SPACE(sizeof(uint16_t))];
         struct cmsghdr align;
     } ctl;
-    struct msghdr m = {.msg_name = (void *)remote, .msg_namelen = remotelen, .msg_iov = &iov,
-                       .msg_iovlen = 1};
+    struct msghdr m = {
+        .msg_name = (void *)remote, .msg_namelen = remotelen, .msg_iov = &iov, .msg_iovlen = 1};
     if (len > seg) {
         memset(&ctl, 0, sizeof(ctl));
         m.msg_control = ctl.buf;
@@ -323,9 +323,8 @@ static void send_version_negotiation(struct h3_sock *s, const struct sockaddr *r
     uint8_t r;
     fill_random(&r, 1);
     const uint32_t sv[] = {NGTCP2_PROTO_VER_V1};
-    ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(out, sizeof(out), r, vc->scid,
-                                                          vc->scidlen, vc->dcid, vc->dcidlen, sv,
-                                                          ARRAY_SIZE(sv));
+    ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(
+        out, sizeof(out), r, vc->scid, vc->scidlen, vc->dcid, vc->dcidlen, sv, ARRAY_SIZE(sv));
     if (n > 0) {
         METRIC_INC(s->hw->w, quic_version_negotiation_sent);
         send_reply(s, remote, remotelen, out, (size_t)n);
@@ -395,8 +394,8 @@ static void send_invalid_token(struct h3_sock *s, const struct sockaddr *remote,
                                socklen_t remotelen, const ngtcp2_pkt_hd *hd)
 {
     uint8_t out[H3_MAX_PKT];
-    ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(
-        out, sizeof(out), hd->version, &hd->scid, &hd->dcid, NGTCP2_INVALID_TOKEN, NULL, 0);
+    ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(out, sizeof(out), hd->version, &hd->scid,
+                                                          &hd->dcid, NGTCP2_INVALID_TOKEN, NULL, 0);
     if (n > 0)
         send_reply(s, remote, remotelen, out, (size_t)n);
 }
@@ -425,10 +424,10 @@ static void accept_initial(struct h3_sock *s, const struct sockaddr *remote, soc
     struct h3_initial in = {.hd = &hd, .data = data, .len = len};
     ngtcp2_cid odcid;
     if (hd.token.len > 0 && hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
-        if (ngtcp2_crypto_verify_retry_token(
-                &odcid, hd.token.base, hd.token.len, hw->node->secret, sizeof(hw->node->secret),
-                hd.version, (const ngtcp2_sockaddr *)remote, remotelen, &hd.dcid,
-                RETRY_TOKEN_LIFETIME, now_ns()) != 0) {
+        if (ngtcp2_crypto_verify_retry_token(&odcid, hd.token.base, hd.token.len, hw->node->secret,
+                                             sizeof(hw->node->secret), hd.version,
+                                             (const ngtcp2_sockaddr *)remote, remotelen, &hd.dcid,
+                                             RETRY_TOKEN_LIFETIME, now_ns()) != 0) {
             METRIC_INC(hw->w, quic_retry_failed);
             send_invalid_token(s, remote, remotelen, &hd);
             return;
@@ -548,8 +547,8 @@ static void sock_read_cb(evutil_socket_t fd, short what, void *arg)
                 drop(hw, "datagram larger than the receive buffer");
                 continue;
             }
-            dispatch(s, (struct sockaddr *)&addrs[i], msgs[i].msg_hdr.msg_namelen,
-                     iov[i].iov_base, msgs[i].msg_len, false);
+            dispatch(s, (struct sockaddr *)&addrs[i], msgs[i].msg_hdr.msg_namelen, iov[i].iov_base,
+                     msgs[i].msg_len, false);
         }
         if (n < RX_BATCH)
             return;

@@ -509,6 +509,10 @@ bool mux_body_pending(const struct mux_body *b);
  * limit). Returns the bytes the caller must give back to the client's flow-control windows:
  * those the exchange took, or that nobody will. May finish the exchange. */
 size_t mux_body_deliver(struct mux_body *b, struct exchange *x, bool x_active);
+/* May the exchange of a stream whose head is complete start (mux.c explains the wait)? */
+bool mux_head_ready(const struct exchange *x, const struct mux_body *b, bool end_on_headers);
+/* Is the request known to have no body (the stream ended with the head or without data)? */
+bool mux_no_body(const struct mux_body *b, bool end_on_headers);
 /* The exchange completed (finish or abort): log it and free its resources. */
 void mux_exchange_done(struct exchange *x);
 /* The client will not read the response (stream reset, connection gone): detach, log a 499

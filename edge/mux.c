@@ -92,3 +92,25 @@ void mux_exchange_gone(struct exchange *x, bool started)
     }
     exchange_fini(x);
 }
+
+/*
+ * A GET or HEAD whose head came without the end of the stream and announces no body: most
+ * clients end such a stream with the head, some a moment later (an empty DATA frame, a QUIC
+ * STREAM frame with only FIN). Starting at once would have to guess whether a body follows,
+ * and a request with a body is not served from the cache; so such a request waits for the
+ * end of its stream (or its first body byte). Every other request starts with its head.
+ */
+bool mux_head_ready(const struct exchange *x, const struct mux_body *b, bool end_on_headers)
+{
+    if (end_on_headers || b->eof || b->bytes > 0)
+        return true;
+    if (!str_eq(x->method, STR_LIT("GET")) && !str_eq(x->method, STR_LIT("HEAD")))
+        return true;
+    const struct http_header *cl = http_headers_get(&x->req, "content-length");
+    return cl != NULL && !str_eq(cl->value, STR_LIT("0"));
+}
+
+bool mux_no_body(const struct mux_body *b, bool end_on_headers)
+{
+    return end_on_headers || (b->eof && b->bytes == 0);
+}

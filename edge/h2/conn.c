@@ -278,7 +278,8 @@ static void stream_start(struct h2_stream *st)
     st->started = true;
     c->n_busy++;
     snprintf(x->client_addr, sizeof(x->client_addr), "%s", c->io.peer);
-    switch (fieldsec_finish(x, &st->fs, conn_cfg(c), c->io.is_tls, st->end_on_headers)) {
+    bool no_body = mux_no_body(&st->req, st->end_on_headers);
+    switch (fieldsec_finish(x, &st->fs, conn_cfg(c), c->io.is_tls, no_body)) {
     case FIELDSEC_MALFORMED:
         stream_malformed(st);
         return;
@@ -288,7 +289,7 @@ static void stream_start(struct h2_stream *st)
     case FIELDSEC_OK:
         break;
     }
-    if (st->end_on_headers)
+    if (no_body)
         st->req.eof_delivered = true;
     exchange_start(x);
 }
@@ -305,7 +306,7 @@ static void stream_consume(struct h2_stream *st, size_t n)
 
 static void stream_process(struct h2_stream *st)
 {
-    if (st->headers_done && !st->started)
+    if (st->headers_done && !st->started && mux_head_ready(&st->x, &st->req, st->end_on_headers))
         stream_start(st);
     if (st->rst_pending) {
         st->rst_pending = false;

@@ -238,7 +238,8 @@ static void stream_start(struct h3_stream *st)
     st->started = true;
     c->n_busy++;
     snprintf(x->client_addr, sizeof(x->client_addr), "%s", c->peer);
-    switch (fieldsec_finish(x, &st->fs, conn_cfg(c), true, st->end_on_headers)) {
+    bool no_body = mux_no_body(&st->req, st->end_on_headers);
+    switch (fieldsec_finish(x, &st->fs, conn_cfg(c), true, no_body)) {
     case FIELDSEC_MALFORMED:
         METRIC_INC(c->w, rejected[REJECT_SYNTAX]);
         log_ratelimited(LOG_INFO, "h3: %s: stream %lld: malformed request", c->peer,
@@ -256,14 +257,14 @@ static void stream_start(struct h3_stream *st)
     case FIELDSEC_OK:
         break;
     }
-    if (st->end_on_headers)
+    if (no_body)
         st->req.eof_delivered = true;
     exchange_start(x);
 }
 
 static void stream_process(struct h3_stream *st)
 {
-    if (st->headers_done && !st->started)
+    if (st->headers_done && !st->started && mux_head_ready(&st->x, &st->req, st->end_on_headers))
         stream_start(st);
     if (st->req.discard || (st->started && mux_body_pending(&st->req)))
         stream_consume(st, mux_body_deliver(&st->req, &st->x, st->x_active && st->started));

@@ -335,6 +335,34 @@ def test_cookie_crumbs_joined(outpost, origin):
         c.close()
 
 
+def test_get_ended_after_its_head_is_cacheable(outpost, origin):
+    """A GET whose stream ends in an empty DATA frame after the HEADERS (allowed; quic-go does
+    the same over HTTP/3) is a request without a body: stored and then served from the cache,
+    not BYPASS. A GET that really has a body still goes to the origin with it."""
+    origin.route("/late-end", headers={"Cache-Control": "max-age=60"}, body=b"late")
+    c = H2Client(outpost)
+    try:
+        xcache = []
+        for _ in range(2):
+            sid = c.request(outpost, "/late-end", end=False)
+            time.sleep(0.2)  # the head alone first: the node must wait for the end
+            c.conn.send_data(sid, b"", end_stream=True)
+            c.flush()
+            assert c.pump(lambda: sid in c.ended)
+            assert c.status(sid) == 200 and bytes(c.data[sid]) == b"late"
+            xcache.append(c.headers[sid].get("x-cache"))
+        assert xcache == ["MISS", "HIT"], xcache
+        assert origin.count("/late-end") == 1
+        origin.route("/get-body", headers={"Cache-Control": "no-store"}, body=b"seen")
+        sid = c.request(outpost, "/get-body", end=False)
+        c.conn.send_data(sid, b"payload", end_stream=True)
+        c.flush()
+        assert c.pump(lambda: sid in c.ended)
+        assert c.status(sid) == 200 and origin.last("/get-body").body == b"payload"
+    finally:
+        c.close()
+
+
 def test_malformed_request_is_reset(outpost, origin):
     s = raw_h2(outpost)
     try:

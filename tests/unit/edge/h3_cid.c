@@ -85,7 +85,7 @@ int main(void)
             unsigned k = bpf_run(prog, H3_BPF_LEN, pkt, len);
             if (k != h3_cid_owner(pkt, len, workers)) {
                 fprintf(stderr, "# workers %u, len %zu: bpf %u, owner %u\n", workers, len, k,
-                     h3_cid_owner(pkt, len, workers));
+                        h3_cid_owner(pkt, len, workers));
                 agree = 0;
             }
         }

@@ -279,7 +279,13 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
         struct worker *w = &e->workers[i];
         w->id = (unsigned)i;
         w->edge = e;
-        w->base = event_base_new();
+        /* Precise timers (timerfd): QUIC paces its packets with timers well under 1 ms. */
+        struct event_config *ec = event_config_new();
+        if (ec == NULL)
+            util_oom(0);
+        event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+        w->base = event_base_new_with_config(ec);
+        event_config_free(ec);
         if (w->base == NULL)
             util_oom(0);
         w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);

@@ -293,6 +293,7 @@ struct exchange {
     struct evbuffer *req_body; /* request body waiting for the upstream */
     bool body_buffering; /* receiving the first REQ_BUFFER bytes before forwarding */
     bool bypass_invalidate;
+    bool looked_again; /* missed, found no fetch to join, and read the cache once more */
 
     /* response, as sent */
     int status;

@@ -394,6 +394,25 @@ static bool join_complete_fetch(struct exchange *x)
     return true;
 }
 
+/*
+ * A fetch leaves the table only once its object is visible to cache_lookup() (put_done_cb in
+ * fetch.c), but lookup() reads the cache first and the table second: a fetch that commits in
+ * between is in neither, and the request would go to the origin again although the object is
+ * stored. So a request that missed and found no fetch to join looks once more: a fetch that
+ * was in flight at the first look and is no longer in the table has committed by now. Costs
+ * one more read transaction per miss with nothing in flight. Returns false if it already did.
+ */
+static bool look_again(struct exchange *x)
+{
+    if (x->looked_again)
+        return false;
+    x->looked_again = true;
+    if (x->obj)
+        cache_obj_unref(&x->obj);
+    lookup(x, true);
+    return true;
+}
+
 /* Look the key up and serve, revalidate or fetch. */
 static void lookup(struct exchange *x, bool may_join)
 {
@@ -438,7 +457,7 @@ static void lookup(struct exchange *x, bool may_join)
     if (x->req_cc.only_if_cached) {
         /* A complete fetch whose object is being committed counts as stored: wait for it.
          * A fetch still in flight does not (RFC 9111 5.2.1.7). */
-        if (may_join && join_complete_fetch(x))
+        if (may_join && (join_complete_fetch(x) || look_again(x)))
             return;
         exchange_respond_error(x, 504, "not cached (only-if-cached)");
         return;
@@ -460,8 +479,11 @@ static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may
     }
     bool nocollapse = fetch_nocollapse_check(e, x->key, now);
     struct fetch *f = NULL;
-    if (may_join && !nocollapse)
+    if (may_join && !nocollapse) {
         f = fetch_join(e, x->key, r);
+        if (f == NULL && look_again(x))
+            return;
+    }
     if (f) {
         const struct fetch_head *h;
         if (fetch_get_state(f, &h) == FS_DONE) {

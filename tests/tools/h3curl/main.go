@@ -77,6 +77,7 @@ type options struct {
 	head     bool
 	repeat   int
 	rawURL   string
+	resolve  map[string]string // "host:port" -> "addr:port" (curl's --resolve)
 }
 
 // failure is an error with the exit code it maps to.
@@ -138,6 +139,18 @@ func parseArgs(args []string) (*options, error) {
 			o.output, err = next()
 		case "--cacert":
 			o.cacert, err = next()
+		case "--resolve":
+			if v, err = next(); err == nil {
+				// HOST:PORT:ADDR, as curl spells it; the name stays the SNI and :authority
+				p := strings.SplitN(v, ":", 3)
+				if len(p) != 3 {
+					return nil, usage("--resolve %q: expected HOST:PORT:ADDR", v)
+				}
+				if o.resolve == nil {
+					o.resolve = map[string]string{}
+				}
+				o.resolve[p[0]+":"+p[1]] = net.JoinHostPort(p[2], p[1])
+			}
 		case "-m", "--max-time":
 			if v, err = next(); err == nil {
 				secs, perr := strconv.ParseFloat(v, 64)
@@ -433,6 +446,18 @@ func run(o *options) error {
 		DisableCompression: true,
 		TLSClientConfig:    tlsConf,
 		QuicConfig:         qconf,
+		Dial: func(ctx context.Context, addr string, tc *tls.Config,
+			qc *quic.Config) (quic.EarlyConnection, error) {
+			if to, ok := o.resolve[addr]; ok {
+				// the certificate is verified for the name, not the address dialled
+				if tc.ServerName == "" {
+					tc = tc.Clone()
+					tc.ServerName, _, _ = net.SplitHostPort(addr)
+				}
+				addr = to
+			}
+			return quic.DialAddrEarlyContext(ctx, addr, tc, qc)
+		},
 	}
 	defer rt.Close()
 

@@ -195,7 +195,7 @@ enum {
       CONF_RELOAD, "Validate every QUIC client address with a Retry round trip")                  \
     X(H3_RETRY_UNDER_LOAD, "h3_retry_under_load", CONF_T_COUNT, CONF_CTX_GLOBAL,                   \
       CONF_G(h3_retry_under_load), "100", 0, 1000000, CONF_RELOAD,                                 \
-      "QUIC handshakes in progress on a worker above which new clients get a Retry; 0 = never")   \
+      "QUIC handshakes in progress on a worker from which on new clients get a Retry; 0 = never")   \
     X(H3_GSO, "h3_gso", CONF_T_BOOL, CONF_CTX_GLOBAL, CONF_G(h3_gso), "on", 0, 0, CONF_RELOAD,     \
       "Send QUIC packets in batches with UDP segmentation offload (when the kernel has it)")      \
     X(H3_SECRET_FILE, "h3_secret_file", CONF_T_STRING, CONF_CTX_GLOBAL, CONF_G(h3_secret_file),    \

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # scripts/run-local.sh: `make run` after the build. Starts a local origin serving sample files
-# (scripts/sample-origin.py) and one edge (outpostd) in front of it on loopback, waits until
+# (scripts/sample-origin.py) and one edge (outpostd) in front of it on loopback (plaintext
+# HTTP/1.1 and h2c, HTTPS with HTTP/1.1 and HTTP/2, and HTTP/3 on the HTTPS port number, with a
+# self-signed certificate made here for localhost and 127.0.0.1), waits until
 # both answer, prints what to try, and stays in the foreground until Ctrl-C (or SIGTERM).
 # Then it stops exactly the processes it started, by their pids, newest first.
 #
 # Environment (all optional):
 #   OUTPOST_PORT=8080 ORIGIN_PORT=9000 ADMIN_PORT=8081   loopback ports
+#   TLS_PORT=8443               HTTPS (TCP) and HTTP/3 (UDP) port of the edge
 #   OUTPOST_RUN_DIR=.run        where the cache (cache/), origin files (origin/) and logs go
 #   OUTPOSTD=build/outpostd     the daemon (default: $BUILD/outpostd, build-san/ when SAN is set)
 #   OUTPOST_ARGS="..."          extra arguments for the edge (e.g. "--workers 1 --set x=y")
@@ -22,6 +25,7 @@ OUTPOSTD=${OUTPOSTD:-$ROOT/$BUILD/outpostd}
 OUTPOST_PORT=${OUTPOST_PORT:-8080}
 ORIGIN_PORT=${ORIGIN_PORT:-9000}
 ADMIN_PORT=${ADMIN_PORT:-8081}
+TLS_PORT=${TLS_PORT:-8443}
 RUN_DIR=${OUTPOST_RUN_DIR:-$ROOT/.run}
 TIMEOUT=${RUN_LOCAL_TIMEOUT:-15}
 PY=/usr/bin/python3
@@ -33,7 +37,7 @@ die() {
     exit 1
 }
 
-for p in "$OUTPOST_PORT" "$ORIGIN_PORT" "$ADMIN_PORT"; do
+for p in "$OUTPOST_PORT" "$ORIGIN_PORT" "$ADMIN_PORT" "$TLS_PORT"; do
     if ! [[ $p =~ ^[0-9]+$ ]] || [ "$p" -lt 1 ] || [ "$p" -gt 65535 ]; then
         die "bad port: $p"
     fi
@@ -42,22 +46,36 @@ if [ "$OUTPOST_PORT" = "$ORIGIN_PORT" ] || [ "$OUTPOST_PORT" = "$ADMIN_PORT" ] |
     [ "$ORIGIN_PORT" = "$ADMIN_PORT" ]; then
     die "OUTPOST_PORT, ORIGIN_PORT and ADMIN_PORT must differ"
 fi
+case "$TLS_PORT" in "$OUTPOST_PORT" | "$ORIGIN_PORT" | "$ADMIN_PORT")
+    die "TLS_PORT must differ from the other ports" ;;
+esac
 if [ "${DEPS:-1}" = 1 ]; then
     "$ROOT/scripts/deps.sh" run || die "scripts/deps.sh run failed"
 fi
 [ -x "$OUTPOSTD" ] || die "$OUTPOSTD not found: build it first (make run does)"
 [ -x "$PY" ] || die "$PY not found: scripts/deps.sh run installs python3"
 command -v curl >/dev/null 2>&1 || die "curl not found: scripts/deps.sh run installs it"
+command -v openssl >/dev/null 2>&1 || die "openssl not found: scripts/deps.sh run installs it"
 
 # A port that accepts a connection is taken: say so now rather than fail half-started.
 port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-for p in "$ORIGIN_PORT" "$OUTPOST_PORT" "$ADMIN_PORT"; do
+for p in "$ORIGIN_PORT" "$OUTPOST_PORT" "$ADMIN_PORT" "$TLS_PORT"; do
     if port_busy "$p"; then
-        die "port $HOST:$p is already in use (set OUTPOST_PORT, ORIGIN_PORT or ADMIN_PORT)"
+        die "port $HOST:$p is already in use (set OUTPOST_PORT, ORIGIN_PORT, ADMIN_PORT or TLS_PORT)"
     fi
 done
 
-mkdir -p "$RUN_DIR/cache" "$RUN_DIR/origin" || die "cannot create $RUN_DIR"
+mkdir -p "$RUN_DIR/cache" "$RUN_DIR/origin" "$RUN_DIR/tls" || die "cannot create $RUN_DIR"
+# A self-signed certificate for the edge's HTTPS and HTTP/3 (made once; the openssl command-line
+# tool is a separate process: outpostd itself never loads OpenSSL)
+CERT=$RUN_DIR/tls/cert.pem
+KEY=$RUN_DIR/tls/key.pem
+if [ ! -s "$CERT" ] || [ ! -s "$KEY" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$KEY" \
+        -out "$CERT" -days 365 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:$HOST" >/dev/null 2>&1 ||
+        die "openssl could not make a test certificate in $RUN_DIR/tls"
+fi
 
 # ---- process bookkeeping: only ever signal pids this script started ----------------------
 NAMES=()
@@ -154,6 +172,7 @@ wait_until sample-origin 0 http_ok "http://$HOST:$ORIGIN_PORT/"
 extra=(${OUTPOST_ARGS:-})
 edge_idx=${#PIDS[@]}
 start outpostd "$OUTPOSTD" --listen "$HOST:$OUTPOST_PORT" --origin "http://$HOST:$ORIGIN_PORT" \
+    --tls-listen "$HOST:$TLS_PORT" --h3-listen "$HOST:$TLS_PORT" --cert "$CERT" --key "$KEY" \
     --cache-dir "$RUN_DIR/cache" --admin "$HOST:$ADMIN_PORT" "${extra[@]}"
 wait_until outpostd "$edge_idx" http_ok "http://$HOST:$ADMIN_PORT/status"
 wait_until outpostd "$edge_idx" port_busy "$OUTPOST_PORT"
@@ -164,6 +183,7 @@ cat <<EOF
 
 Outpost is running on loopback. Ctrl-C stops it.
   edge    $E/   outpostd pid ${PIDS[$edge_idx]}, cache in $RUN_DIR/cache
+          https://$HOST:$TLS_PORT/   HTTPS (HTTP/1.1, HTTP/2) and HTTP/3 (UDP), certificate $CERT
   origin  http://$HOST:$ORIGIN_PORT/   sample-origin pid ${PIDS[0]}, files in $RUN_DIR/origin
   admin   $A/
 
@@ -174,6 +194,9 @@ Try:
   curl -i $E/api/time                # Cache-Control: no-store, never cached
   curl -i --compressed $E/vary       # Vary: Accept-Encoding (gzip variant)
   curl -i $E/vary                    # the identity variant, cached separately
+  curl -ki --http2 https://$HOST:$TLS_PORT/1k.txt          # HTTPS, HTTP/2 (Alt-Svc: h3)
+  gtlsclient -q --exit-on-all-streams-close --download=. $HOST $TLS_PORT https://$HOST:$TLS_PORT/1k.txt
+                                     # HTTP/3 (Debian's ngtcp2-client), writes ./1k.txt
   curl -s $A/metrics | grep ^outpost_
   curl -s $A/status
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import harness
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 PY = "/usr/bin/python3"
@@ -246,7 +248,8 @@ STUB_OUTPOSTD = r'''#!/usr/bin/python3
 import argparse, signal, sys, threading, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ap = argparse.ArgumentParser()
-for f in ("--listen", "--origin", "--cache-dir", "--admin", "--workers"):
+for f in ("--listen", "--origin", "--cache-dir", "--admin", "--workers", "--tls-listen",
+          "--h3-listen", "--cert", "--key"):
     ap.add_argument(f)
 a = ap.parse_args()
 cache = {}
@@ -294,11 +297,11 @@ def curl_x_cache(port, path):
     return status, (m.group(1) if m else None)
 
 
-def check_run_local(tmp_path, outpostd):
-    edge, origin, admin = free_ports(3)
+def check_run_local(tmp_path, outpostd, tls=True):
+    edge, origin, admin, tls_port = free_ports(4)
     assert 8080 not in (edge, origin, admin) and 9000 not in (edge, origin, admin)
     env = dict(os.environ, OUTPOSTD=str(outpostd), OUTPOST_PORT=str(edge),
-               ORIGIN_PORT=str(origin), ADMIN_PORT=str(admin),
+               ORIGIN_PORT=str(origin), ADMIN_PORT=str(admin), TLS_PORT=str(tls_port),
                OUTPOST_RUN_DIR=str(tmp_path / "run"), RUN_LOCAL_TIMEOUT="20")
     log = tmp_path / "run-local.log"
     with open(log, "wb") as out:
@@ -332,6 +335,15 @@ def check_run_local(tmp_path, outpostd):
                 break
             time.sleep(0.1)
         assert status.endswith(" 200 OK") and seen[-1] == "HIT", seen
+        # the same object over HTTPS (HTTP/2) and HTTP/3, advertised by Alt-Svc (not the stub)
+        r = tls and subprocess.run(["curl", "-ks", "--http2", "-o", "/dev/null", "-D", "-",
+                            "--max-time", "10", "https://127.0.0.1:%d/1k.txt" % tls_port],
+                           capture_output=True, text=True, timeout=20)
+        if tls:
+            assert r.stdout.startswith("HTTP/2 200"), r.stdout
+            assert re.search(r'^alt-svc: h3=":%d"' % tls_port, r.stdout, re.I | re.M), r.stdout
+            h3 = harness.curl("https://127.0.0.1:%d/1k.txt" % tls_port, http="tls3")
+            assert h3.status == 200 and h3.xcache == "HIT", h3.headers
 
         p.send_signal(signal.SIGINT)
         assert p.wait(timeout=30) == 0, log.read_text(errors="replace")
@@ -353,7 +365,7 @@ def test_run_local_lifecycle_with_a_stub_edge(tmp_path):
     stub = tmp_path / "stub-outpostd"
     stub.write_text(STUB_OUTPOSTD)
     stub.chmod(0o755)
-    check_run_local(tmp_path, stub)
+    check_run_local(tmp_path, stub, tls=False)
 
 
 def test_run_local_with_outpostd(tmp_path):

@@ -45,6 +45,7 @@ struct conf_site_opts {
     bool https_redirect; /* plaintext requests get 308 to https:// */
     int64_t hsts_max_age; /* seconds; 0 = no Strict-Transport-Security */
     bool alt_svc; /* advertise HTTP/3 with Alt-Svc on TCP responses (when h3_listen is set) */
+    char *hide_headers; /* response header names never passed to clients, comma-separated */
     bool hsts_include_subdomains;
     bool upstream_tls; /* bridging: speak TLS to the origin servers */
     char *upstream_tls_ca; /* CA bundle to verify them; NULL = /etc/ssl/certs */

@@ -205,6 +205,9 @@ enum {
     X(ALT_SVC, "alt_svc", CONF_T_BOOL, CONF_BOTH, CONF_S(alt_svc), "on", 0, 0, CONF_RELOAD,        \
       "Advertise HTTP/3 (Alt-Svc: h3=\":PORT\") on HTTP/1.1 and HTTP/2 responses when h3_listen "  \
       "is set")                                                                                    \
+    X(HIDE_HEADERS, "hide_headers", CONF_T_STRING, CONF_BOTH, CONF_S(hide_headers), NULL, 0, 0,    \
+      CONF_RELOAD, "Origin response headers never passed to clients, comma-separated (e.g. "      \
+      "\"Server,X-Powered-By\"); still stored")                                                  \
     X(ALT_SVC_MAX_AGE, "alt_svc_max_age", CONF_T_DURATION, CONF_CTX_GLOBAL,                        \
       CONF_G(alt_svc_max_age_ms), "24h", 1 * CONF_SEC, 365 * CONF_DAY, CONF_RELOAD,                \
       "How long clients may remember the Alt-Svc advertisement (ma=)")                            \

@@ -131,6 +131,23 @@ static void add_hsts(struct exchange *x)
         add_hdr(x, "Alt-Svc", x->w->edge->alt_svc);
 }
 
+/* Is `name` in `list` (names separated by commas and/or spaces; case-insensitive)? */
+static bool name_listed(const char *list, struct str name)
+{
+    const char *p = list;
+    while (*p) {
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ' ' && *e != '\t')
+            e++;
+        if (e > p && str_caseeq(str_make(p, (size_t)(e - p)), name))
+            return true;
+        p = e;
+    }
+    return false;
+}
+
 static void response_headers(struct exchange *x, const struct http_headers *src, int64_t age,
                              int64_t date_if_missing)
 {
@@ -143,10 +160,11 @@ static void response_headers(struct exchange *x, const struct http_headers *src,
     x->resp.n = 0;
     bool have_date = false;
     struct str via = STR_NULL;
+    const char *hide = x->site != NULL ? x->site->opts.hide_headers : NULL;
     for (size_t i = 0; i < src->n; i++) {
         struct str n = src->v[i].name;
         if (str_caseeq(n, h_content_length) || str_caseeq(n, h_x_cache) ||
-            http_is_hop_by_hop(NULL, n))
+            http_is_hop_by_hop(NULL, n) || (hide != NULL && name_listed(hide, n)))
             continue;
         if (str_caseeq(n, h_age)) {
             if (age >= 0)

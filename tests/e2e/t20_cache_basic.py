@@ -150,3 +150,22 @@ def test_error_status_passes_through(outpost, origin, proto):
     origin.route("/err", status=503, headers={"Retry-After": "5"}, body=b"down")
     r = curl(outpost.url("/err"), http=proto)
     assert r.status == 503 and r.body == b"down" and r.h("retry-after") == "5"
+
+
+def test_hide_headers_keeps_origin_details_from_clients(spawn_outpost, origin, proto):
+    """hide_headers: origin headers such as Server and X-Powered-By never reach clients, on a
+    miss or a hit; the rest passes; per site, overriding the global list."""
+    node = spawn_outpost(origin, config="hide_headers \"Server, x-powered-by\"\n"
+                                        "site private.test {\n origin %s\n hide_headers X-Backend\n}\n"
+                                        "site * {\n origin %s\n}\n" % (origin.addr, origin.addr))
+    origin.route("/hide", body=b"x", headers={"Cache-Control": "max-age=60",
+                                              "X-Powered-By": "PHP/8", "X-Backend": "10.0.0.7",
+                                              "X-Kept": "yes"})
+    for expect in ("MISS", "HIT"):
+        r = curl(node.url("/hide"), http=proto)
+        assert r.status == 200 and r.xcache == expect
+        assert r.h("server") is None and r.h("x-powered-by") is None, r.headers
+        assert r.h("x-backend") == "10.0.0.7" and r.h("x-kept") == "yes"
+    r = curl(node.url("/hide"), http=proto, headers={"Host": "private.test"})
+    assert r.h("x-backend") is None, "the site's own list"
+    assert r.h("x-powered-by") == "PHP/8", "the site's list replaces the global one"

@@ -78,7 +78,8 @@ enum reject {
     REJECT_HEADER_TIMEOUT = 9,
     REJECT_TOO_MANY_CONNECTIONS = 10,
     REJECT_EXPECTATION = 11,
-    REJECT_COUNT = 12,
+    REJECT_LOOP = 12, /* the request already passed through this node (its Via) */
+    REJECT_COUNT = 13,
 };
 const char *reject_name(enum reject r);
 

@@ -337,6 +337,34 @@ static void bypass(struct exchange *x, bool invalidate)
     bypass_start(x);
 }
 
+/*
+ * Loop protection: our own Via element ("NODE (outpost)", with any protocol version before it)
+ * in the request means it has been here before: an edge and a shield that point at each other,
+ * or a shield whose origin is an edge. Answered 508 (RFC 5842) instead of going round.
+ */
+static bool via_has_me(const struct exchange *x)
+{
+    struct str me = x->w->edge->via; /* "1.1 NODE (outpost)" */
+    const char *sp = memchr(me.p, ' ', me.len);
+    if (sp == NULL)
+        return false;
+    me = str_make(sp + 1, me.len - (size_t)(sp + 1 - me.p)); /* "NODE (outpost)" */
+    for (size_t i = 0; i < x->req.n; i++) {
+        if (!str_caseeq_cstr(x->req.v[i].name, "via"))
+            continue;
+        struct str v = x->req.v[i].value;
+        for (size_t at = 0; at + me.len <= v.len; at++) {
+            if (memcmp(v.p + at, me.p, me.len) != 0)
+                continue;
+            bool start = at > 0 && v.p[at - 1] == ' ';
+            size_t end = at + me.len;
+            if (start && (end == v.len || v.p[end] == ',' || v.p[end] == ' '))
+                return true;
+        }
+    }
+    return false;
+}
+
 void exchange_start(struct exchange *x)
 {
     struct edge *e = x->w->edge;
@@ -344,6 +372,11 @@ void exchange_start(struct exchange *x)
     x->is_get = str_eq(x->method, STR_LIT("GET"));
     x->is_head = str_eq(x->method, STR_LIT("HEAD"));
     x->host = host_of(x->authority);
+    if (via_has_me(x)) {
+        METRIC_INC(x->w, rejected[REJECT_LOOP]);
+        exchange_respond_error(x, 508, "loop detected: the request has passed through this node");
+        return;
+    }
     x->site = conf_site_find(cfg, x->host);
     if (x->site == NULL) {
         exchange_respond_error(x, 421, "no site is configured for this host");

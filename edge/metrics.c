@@ -28,7 +28,8 @@ static const char *const reject_names[REJECT_COUNT] = {"syntax",
                                                        "body_too_large",
                                                        "header_timeout",
                                                        "too_many_connections",
-                                                       "expectation"};
+                                                       "expectation",
+                                                       "loop"};
 
 static const char *const uperr_names[UPERR_COUNT] = {"connect", "timeout", "reset", "protocol"};
 

@@ -169,3 +169,19 @@ def test_hide_headers_keeps_origin_details_from_clients(spawn_outpost, origin, p
     r = curl(node.url("/hide"), http=proto, headers={"Host": "private.test"})
     assert r.h("x-backend") is None, "the site's own list"
     assert r.h("x-powered-by") == "PHP/8", "the site's list replaces the global one"
+
+
+def test_request_that_passed_through_this_node_is_refused(spawn_outpost, origin, proto):
+    """Loop protection: a request whose Via already names this node (an edge and a shield that
+    point at each other) gets 508 instead of going round; other nodes' names pass."""
+    node = spawn_outpost(origin, extra_args=["--set", "node_name=edge-a"])
+    origin.route("/loop", body=b"ok", headers={"Cache-Control": "max-age=60"})
+    r = curl(node.url("/loop"), http=proto,
+             headers={"Via": "1.1 shield-1 (outpost), 1.1 edge-a (outpost)"})
+    assert r.status == 508 and origin.count("/loop") == 0
+    for via in ("1.1 edge-ab (outpost)", "1.1 xedge-a (outpost)", "2 edge-a (varnish)"):
+        r = curl(node.url("/loop"), http=proto, headers={"Via": via})
+        assert r.status == 200, via
+    assert node.metric("outpost_http_rejected_total", {"reason": "loop"}) >= 1
+    # what the node sends upstream names it, so the next hop can tell
+    assert "1.1 edge-a (outpost)" in origin.last("/loop").header("via")

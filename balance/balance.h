@@ -2,11 +2,16 @@
  * balance/balance.h: choosing an upstream server, and the health bookkeeping that decides which
  * servers may be chosen. Pure logic for tiered fetch (issue 6): no sockets, no event loop, no
  * clock (every time-dependent call takes `now_ms`, a monotonic clock in milliseconds, >= 0), no
- * locks, no logging.
+ * locks, no logging, no allocation after creation.
  *
- * So far:
+ * Four parts:
  *
- *   balance_rendezvous()  weighted rendezvous hashing over a caller's arrays: an edge
+ *   struct balance        a set of servers (the origin servers of a shield, or of an edge that
+ *                         falls back to the origin) and one algorithm: smooth weighted
+ *                         round-robin, weighted least connections, or weighted rendezvous
+ *                         hashing of a key. Per-server weight, max connections, health state,
+ *                         slow start; retries exclude the servers already tried.
+ *   balance_rendezvous()  the same weighted rendezvous hash over a caller's arrays: an edge
  *                         choosing the shield of a cache key among the healthy shields of a
  *                         group. Every node computes the same answer from the same ids.
  *   struct health         one server's health: active checks with rise/fall thresholds, and
@@ -17,15 +22,22 @@
  *                         outage.
  *
  * Threads: nothing here locks. balance_hash(), balance_rendezvous*() and health_state_name()
- * are pure and may be called from any thread. Every other function mutates its struct and must
- * be called by one thread at a time: the struct is owned by one thread, or the caller holds
- * its own lock across each call. The intended use, which needs no lock at all: each worker
- * keeps a struct retry_budget per upstream group and a struct health per server, fed with the
- * outcomes of its own requests (health_record()) and with the results of the active checks,
- * which the control thread runs and mails to every worker (health_check_result()); the active
- * sequence is the same everywhere, so every worker agrees on the active state, while passive
- * ejection reflects the worker's own traffic (passive failure counts are per worker; ratios
- * are not affected).
+ * are pure and may be called from any thread. Every other function mutates its struct (even
+ * balance_pick(), which advances the round-robin position) and must be called by one thread at
+ * a time: the struct is owned by one thread, or the caller holds its own lock across each call.
+ * The intended use, which needs no lock at all:
+ *   - each worker builds its own struct balance and struct retry_budget per upstream group from
+ *     the immutable config, and alone calls pick/conn_start/conn_end/set_health on them;
+ *   - each worker also keeps a struct health per server, fed with the outcomes of its own
+ *     requests (health_record()) and with the results of the active checks, which the control
+ *     thread runs and mails to every worker (health_check_result()); the active sequence is
+ *     the same everywhere, so every worker agrees on the active state, while passive ejection
+ *     reflects the worker's own traffic;
+ *   - a worker that sees a health state change calls balance_set_health() on its own
+ *     struct balance.
+ * Consequences of per-worker state: max_conns caps the connections of one struct balance, so
+ * with W workers a server may see W * max_conns (divide the configured value by W, rounding
+ * up); passive failure counts are per worker (ratios are not affected).
  *
  * Hashing: balance_hash() is SipHash-2-4 (Aumasson and Bernstein, 2012) under a fixed key
  * compiled in (the 16 ASCII bytes "outpost-balance1"), so that every node, whatever its version
@@ -52,6 +64,118 @@ enum health_state {
 
 /* "healthy", "unhealthy" or "probing", for /status and logs; "?" for anything else. Static. */
 const char *health_state_name(enum health_state st);
+
+/* ---- the server set and its algorithms --------------------------------------------------- */
+
+#define BALANCE_WEIGHT_MAX 1000
+/* Slow start ramps the effective weight from this share (per mille) of the weight to all of
+ * it; a probing server also weighs this share. */
+#define BALANCE_SLOW_START_FLOOR 100
+
+enum balance_algo {
+    /*
+     * Smooth weighted round-robin, nginx's algorithm: each pick adds every eligible server's
+     * effective weight to its `current`, chooses the highest `current` (the first on a tie)
+     * and subtracts the eligible total from it. Deterministic; while the eligible set and weights
+     * stay the same, each sum(weights) picks from the start choose every server exactly
+     * `weight` times, evenly interleaved (5,1,1 -> a a b a c a a).
+     */
+    BALANCE_ROUND_ROBIN = 0,
+    /*
+     * Weighted least connections: the lowest active/effective-weight ratio (active is what
+     * balance_conn_start/end count); ties are broken by the smooth weighted round-robin among
+     * the tied servers, as nginx does, so equal servers take turns instead of the first one
+     * taking every tie.
+     */
+    BALANCE_LEAST_CONN = 1,
+    /*
+     * Weighted rendezvous (highest random weight) hashing of the key passed to balance_pick(),
+     * as balance_rendezvous() computes it over the eligible servers with their effective
+     * weights. A key keeps its server while that server is eligible; when a server leaves, only
+     * its keys move, each to its next-highest score. A slow-starting server only gains keys as
+     * its weight ramps up (a higher weight only raises its own scores). A key whose server is
+     * at max_conns, excluded or unhealthy goes to its next choice.
+     */
+    BALANCE_HASH = 2,
+};
+
+struct balance_conf {
+    enum balance_algo algo;
+    /* A server that becomes healthy again (from unhealthy or probing) ramps its effective
+     * weight linearly from BALANCE_SLOW_START_FLOOR per mille to its full weight over this
+     * time; 0 = no slow start. Servers healthy at creation start at full weight. */
+    uint32_t slow_start_ms;
+};
+
+struct balance_server_conf {
+    /* Stable identity, e.g. "origin1.example.com:443": what rendezvous hashing hashes, so a
+     * server keeps its keys whatever its position in the list. Non-empty, unique in the set.
+     * Copied by balance_create(). */
+    struct str id;
+    unsigned weight; /* 1..BALANCE_WEIGHT_MAX; 0 means 1 */
+    unsigned max_conns; /* active connections at which the server is skipped; 0 = unlimited */
+    enum health_state initial; /* HEALTH_HEALTHY (the zero value) or HEALTH_UNHEALTHY */
+    void *user; /* the caller's, returned by balance_server_user() */
+};
+
+/* A snapshot of one server for /status and metrics. `id` points into the struct balance. */
+struct balance_server_info {
+    struct str id;
+    unsigned weight;
+    unsigned effective_permille; /* effective weight / weight, per mille: slow start ramp */
+    unsigned max_conns;
+    unsigned active;
+    enum health_state state;
+    uint64_t picks; /* times balance_pick() returned this server */
+};
+
+struct balance;
+
+/*
+ * Build a set of `n` servers (n may be 0: every pick then returns -1) with `conf`'s algorithm.
+ * Copies the ids; `servers` may be freed afterwards. Indexes are positions in `servers`.
+ * Errors: OP_EINVAL (empty or duplicate id, weight over BALANCE_WEIGHT_MAX, initial state not
+ * HEALTHY or UNHEALTHY, unknown algorithm, n over INT_MAX); *out is then NULL. Any thread; the
+ * result belongs to the caller's thread (see Threads above).
+ */
+int balance_create(struct balance **out, const struct balance_conf *conf,
+                   const struct balance_server_conf *servers, size_t n);
+/* Free the set and clear *b. NULL-safe. */
+void balance_destroy(struct balance **b);
+
+size_t balance_count(const struct balance *b);
+
+/*
+ * Choose a server for one attempt: the index of an eligible server, or -1 when there is none.
+ * A server is eligible when it is healthy, or probing with no active connection (one trial at
+ * a time); when it has fewer than max_conns active connections (if set); and when its index
+ * is not among `tried[0..n_tried)` (a retry passes the servers already tried; NULL with 0 for
+ * none). `key` is what BALANCE_HASH hashes (the cache key); the other algorithms ignore it and
+ * accept STR_NULL. Does not count a connection: call balance_conn_start() on the result before
+ * the next pick if it is used. -1 is not an error; the caller answers 502/503 or, for an edge,
+ * decides whether to try the origin directly.
+ */
+int balance_pick(struct balance *b, struct str key, int64_t now_ms, const int *tried,
+                 size_t n_tried);
+
+/* A connection (or request in flight, whichever max_conns and least connections should
+ * count) to server `idx` begins or ends. Each start has exactly one end, also when the server
+ * has become unhealthy meanwhile. */
+void balance_conn_start(struct balance *b, int idx);
+void balance_conn_end(struct balance *b, int idx);
+
+/*
+ * Set server idx's health state (from struct health, membership, or an operator). Becoming
+ * HEALTHY from UNHEALTHY or PROBING starts its slow start at now_ms. Returns true if the state
+ * changed.
+ */
+bool balance_set_health(struct balance *b, int idx, enum health_state st, int64_t now_ms);
+
+/* The `user` pointer given for server idx. */
+void *balance_server_user(const struct balance *b, int idx);
+/* Fill *out with server idx's state at now_ms. */
+void balance_server_info(const struct balance *b, int idx, int64_t now_ms,
+                         struct balance_server_info *out);
 
 /* ---- hashing and rendezvous (pure, any thread) ------------------------------------------- */
 

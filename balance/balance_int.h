@@ -1,7 +1,7 @@
 /*
  * balance/balance_int.h: what the files of balance/ share and no other module may include: the
- * keyed hash and the rendezvous score, so that every rendezvous in the module computes exactly
- * the same scores.
+ * keyed hash and the rendezvous score, used by balance.c (BALANCE_HASH) and hash.c
+ * (balance_rendezvous*()) so that both compute exactly the same scores.
  */
 #ifndef OUTPOST_BALANCE_INT_H
 #define OUTPOST_BALANCE_INT_H

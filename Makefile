@@ -32,14 +32,15 @@ CFLAGS_ALL = -std=gnu11 -D_GNU_SOURCE -g $(OPT) -pthread -I. $(WARN) $(PKG_CFLAG
 LDFLAGS_ALL = -pthread $(if $(SAN),-fsanitize=$(SAN),) $(LDFLAGS)
 LIBS_ALL = $(PKG_LIBS) $(BORINGSSL_LIBS) -lm
 
-# Per-module sources, in dependency order: lib <- http <- cache <- conf <- tls <- edge.
+# Per-module sources, in dependency order: lib <- http <- cache <- conf <- tls <- balance <- edge.
 LIB_SRC := $(wildcard lib/*.c)
 HTTP_SRC := $(wildcard http/*.c)
 CACHE_SRC := $(wildcard cache/*.c)
 CONF_SRC := $(wildcard conf/*.c)
 TLS_SRC := $(wildcard tls/*.c)
+BALANCE_SRC := $(wildcard balance/*.c)
 EDGE_SRC := $(wildcard edge/*.c edge/h1/*.c edge/h2/*.c edge/h3/*.c)
-CORE_SRC := $(LIB_SRC) $(HTTP_SRC) $(CACHE_SRC) $(CONF_SRC) $(TLS_SRC) $(EDGE_SRC)
+CORE_SRC := $(LIB_SRC) $(HTTP_SRC) $(CACHE_SRC) $(CONF_SRC) $(TLS_SRC) $(BALANCE_SRC) $(EDGE_SRC)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 
 UNIT_SRC := $(wildcard tests/unit/*/*.c)

@@ -13,7 +13,6 @@
 extern const uint8_t balance_hash_key[16];
 
 /* SipHash-2-4 of data[0..len) under `key` (reference: https://github.com/veorq/SipHash). */
-uint64_t balance_siphash(const uint8_t key[16], const void *data, size_t len);
 
 /* The rendezvous score of a server whose id hashes to id_hash, for a key that hashes to
  * key_hash, with weight `weight` (> 0, any unit): weight / -ln(u), u = hash01(fmix64(key_hash

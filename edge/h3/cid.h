@@ -10,7 +10,8 @@
  * destination ID, so it lands on some worker, deterministically for all its retransmissions;
  * that worker then issues IDs naming itself, and every later packet follows. h3_cid_owner()
  * computes the same choice in user space (packets are forwarded between workers when the BPF
- * program could not be attached).
+ * program could not be attached). The connection-ID table hashes with lib/hash.h's SipHash and
+ * a per-worker random key, because clients choose their first IDs.
  */
 #ifndef OUTPOST_EDGE_H3_CID_H
 #define OUTPOST_EDGE_H3_CID_H
@@ -28,8 +29,5 @@ void h3_cid_make(uint8_t *cid, unsigned worker);
 unsigned h3_cid_owner(const uint8_t *pkt, size_t len, unsigned n_workers);
 /* Fill `prog` (H3_BPF_LEN instructions) with the steering program for `n_workers`. */
 void h3_cid_bpf(struct sock_filter *prog, unsigned n_workers);
-/* SipHash-2-4 of `data` with a 16-byte key: connection IDs chosen by clients index the table,
- * so the hash must not be predictable. */
-uint64_t h3_siphash(const uint8_t key[16], const uint8_t *data, size_t len);
 
 #endif

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "edge/h3/quic_int.h"
+#include "lib/hash.h"
 #include "lib/log.h"
 #include "lib/util.h"
 
@@ -137,7 +138,7 @@ struct h3_tls *h3_node_tls(struct h3_node *n)
 
 static size_t cid_slot(const struct h3_worker *hw, const uint8_t *cid, size_t len)
 {
-    return (size_t)(h3_siphash(hw->hash_key, cid, len) & (hw->tab_size - 1));
+    return (size_t)(siphash24(hw->hash_key, cid, len) & (hw->tab_size - 1));
 }
 
 static void tab_grow(struct h3_worker *hw)

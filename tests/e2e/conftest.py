@@ -12,14 +12,26 @@ Fixtures
                   the test fails if the node crashed or did not stop cleanly on SIGTERM
   outpost         one node in front of `origin` with the default settings
   proto           the protocol a behavioural test runs over (harness.PROTOCOLS)
+  certs           a directory of test certificates (scripts/gen-test-certs.sh: a CA, an
+                  intermediate, leaves for default.test, a.example, *.wild.example, chain.example,
+                  ...), made once per session
 On failure, the stderr of every node of the test is attached to the report.
 """
 
 import re
+import subprocess
 
 import pytest
 
 import harness
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+    subprocess.run([str(harness.REPO / "scripts" / "gen-test-certs.sh"), str(d)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return d
+
 
 _T_FILE = re.compile(r"^t\d\d_.*\.py$")
 

@@ -22,14 +22,6 @@ from origin import Origin
 REPO = harness.REPO
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("certs")
-    subprocess.run([str(REPO / "scripts" / "gen-test-certs.sh"), str(d)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return d
-
-
 def _node(spawn_outpost, origin, certs, extra="", site_extra="", sites=""):
     """A node with a TLS listener configured in its file (not by flags), so that SIGHUP reads
     the certificates again. Returns (node, tls_port, config_path)."""

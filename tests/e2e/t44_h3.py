@@ -12,10 +12,8 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 import harness
-from harness import HOST, REPO, curl, free_port, gtlsclient_get, wait_for
+from harness import HOST, curl, free_port, gtlsclient_get, wait_for
 from origin import pattern_bytes
 
 MIB = 1 << 20
@@ -292,14 +290,6 @@ function done() {
     lines = node.access_log_lines()
     for path in ("/index.html", "/app.js", "/pixel.gif"):
         assert any('"GET %s HTTP/3.0" 200' % path in l for l in lines), (path, lines)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("certs")
-    subprocess.run([str(REPO / "scripts" / "gen-test-certs.sh"), str(d)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return d
 
 
 def _h3_get(name, port, certs, path):

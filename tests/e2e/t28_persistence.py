@@ -62,6 +62,30 @@ def _mdb_envs(cache_dir):
     return sorted({p.parent for p in cache_dir.rglob("data.mdb")})
 
 
+def _mdb_stat_ok(env, timeout=60):
+    """mdb_stat -a must read the environment and exit 0. It once hung after printing every
+    database (CI, ASan build, after kill -9): on a timeout, say where it was stuck (its kernel
+    wait channel and syscall) and what the lock file's reader table holds, then fail."""
+    p = subprocess.Popen(["mdb_stat", "-a", str(env)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        where = {}
+        for f in ("wchan", "syscall", "stack"):
+            try:
+                where[f] = open("/proc/%d/%s" % (p.pid, f)).read().strip()
+            except OSError as e:
+                where[f] = str(e)
+        p.kill()
+        out, _ = p.communicate()
+        readers = subprocess.run(["mdb_stat", "-r", str(env)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, timeout=20).stdout
+        raise AssertionError("mdb_stat -a %s hung for %ds after kill -9: %r\noutput:\n%s\n"
+                             "readers:\n%s" % (env, timeout, where, out, readers))
+    assert p.returncode == 0, "mdb_stat %s after kill -9:\n%s" % (env, out)
+
+
 @pytest.mark.skipif(shutil.which("mdb_stat") is None, reason="mdb_stat (lmdb-utils) missing")
 def test_kill9_during_heavy_writes(spawn_outpost, origin, proto):
     node = spawn_outpost(origin)
@@ -99,9 +123,7 @@ def test_kill9_during_heavy_writes(spawn_outpost, origin, proto):
     envs = _mdb_envs(node.cache_dir)
     assert envs, "no LMDB environment (data.mdb) under %s" % node.cache_dir
     for env in envs:
-        p = subprocess.run(["mdb_stat", "-a", str(env)], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, timeout=60)
-        assert p.returncode == 0, "mdb_stat %s after kill -9:\n%s" % (env, p.stdout)
+        _mdb_stat_ok(env)
     node.start()
     hits = 0
     for i in range(150):

@@ -118,7 +118,7 @@ static void add_hdr(struct exchange *x, const char *name, struct str value)
 /* Strict-Transport-Security on responses sent over TLS, when the site asks for it. */
 /* Headers of TLS responses: Strict-Transport-Security, and Alt-Svc advertising HTTP/3 to
  * HTTP/1.1 and HTTP/2 clients (browsers take Alt-Svc from https origins only). */
-static void add_hsts(struct exchange *x)
+static void add_tls_headers(struct exchange *x)
 {
     if (!str_eq(x->scheme, STR_LIT("https")))
         return;
@@ -195,7 +195,7 @@ static void response_headers(struct exchange *x, const struct http_headers *src,
     (void)cfg;
     if (x->xcache != XCACHE_NONE)
         add_hdr(x, "X-Cache", str_cstr(xcache_name(x->xcache)));
-    add_hsts(x);
+    add_tls_headers(x);
 }
 
 static void finish(struct exchange *x)
@@ -227,7 +227,7 @@ static void respond_local(struct exchange *x, int status, const char *msg, struc
         add_hdr(x, "Location", location);
     if (x->xcache != XCACHE_NONE)
         add_hdr(x, "X-Cache", str_cstr(xcache_name(x->xcache)));
-    add_hsts(x);
+    add_tls_headers(x);
     struct str body = arena_printf(&x->arena, "%d %s\n", status, msg);
     x->resp_length = (int64_t)body.len;
     x->no_body = x->is_head;

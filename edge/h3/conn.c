@@ -138,16 +138,6 @@ static void kick(struct h3_conn *c)
         event_active(c->kick, EV_READ, 0);
 }
 
-struct h3_conn **h3_conn_blocked_next(struct h3_conn *c)
-{
-    return &c->blocked_next;
-}
-
-bool *h3_conn_blocked_flag(struct h3_conn *c)
-{
-    return &c->blocked;
-}
-
 static void set_app_error(struct h3_conn *c, uint64_t code)
 {
     if (c->ccerr_set)
@@ -781,7 +771,7 @@ static bool conn_write(struct h3_conn *c)
     return true;
 }
 
-void h3_conn_on_writable(struct h3_conn *c)
+static void conn_on_writable(struct h3_conn *c)
 {
     if (c->closed)
         return;
@@ -795,6 +785,19 @@ void h3_conn_on_writable(struct h3_conn *c)
         c->pending_len = 0;
     }
     conn_run(c);
+}
+
+void h3_conns_writable(struct h3_worker *hw)
+{
+    struct h3_conn *c = hw->blocked;
+    hw->blocked = NULL;
+    while (c) {
+        struct h3_conn *next = c->blocked_next;
+        c->blocked_next = NULL;
+        c->blocked = false;
+        conn_on_writable(c); /* may block again and re-link itself */
+        c = next;
+    }
 }
 
 /* ---- timers and closing ------------------------------------------------------------------- */
@@ -1122,11 +1125,6 @@ void h3_conn_close_now(struct h3_conn *c)
     event_active(c->w->reap_ev, EV_READ, 0);
 }
 
-void h3_conn_free(struct h3_conn *c)
-{
-    free(c);
-}
-
 bool h3_conn_shutdown(struct h3_conn *c)
 {
     if (c->closed || c->closing)
@@ -1182,7 +1180,7 @@ void h3_reap(struct worker *w)
     while (hw->reap) {
         struct h3_conn *c = hw->reap;
         hw->reap = c->next;
-        h3_conn_free(c);
+        free(c);
     }
 }
 

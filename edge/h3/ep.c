@@ -293,16 +293,7 @@ void h3_sock_want_write(struct h3_sock *s)
 static void sock_write_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h3_sock *s = arg;
-    struct h3_worker *hw = s->hw;
-    struct h3_conn *c = hw->blocked;
-    hw->blocked = NULL;
-    while (c) {
-        struct h3_conn *next = *h3_conn_blocked_next(c);
-        *h3_conn_blocked_next(c) = NULL;
-        *h3_conn_blocked_flag(c) = false;
-        h3_conn_on_writable(c); /* may block again and re-link itself */
-        c = next;
-    }
+    h3_conns_writable(s->hw);
 }
 
 /* A stateless reply (Version Negotiation, Retry, reset, close): best effort. */

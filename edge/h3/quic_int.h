@@ -115,7 +115,7 @@ struct h3_conn *h3_cid_lookup(struct h3_worker *hw, const uint8_t *cid, size_t l
  * Returns 0, or -EAGAIN when the socket is full (nothing was sent), or another -errno. */
 int h3_sock_send(struct h3_sock *s, const struct sockaddr *remote, socklen_t remotelen,
                  const uint8_t *data, size_t len, size_t seg);
-/* Wait until `s` can send, then call h3_conn_on_writable() for every blocked connection. */
+/* Wait until `s` can send, then call h3_conns_writable(). */
 void h3_sock_want_write(struct h3_sock *s);
 
 /* ---- connections (conn.c) ----------------------------------------------------------------- */
@@ -134,13 +134,10 @@ struct h3_conn *h3_conn_new(struct h3_sock *s, const struct sockaddr *remote, so
 /* A datagram for this connection. */
 void h3_conn_recv(struct h3_conn *c, struct h3_sock *s, const struct sockaddr *remote,
                   socklen_t remotelen, const uint8_t *data, size_t len);
-void h3_conn_on_writable(struct h3_conn *c);
+/* A socket can send again: retry every connection on hw->blocked. */
+void h3_conns_writable(struct h3_worker *hw);
 /* Graceful stop: GOAWAY; returns true while the connection still has requests in progress. */
 bool h3_conn_shutdown(struct h3_conn *c);
 void h3_conn_close_now(struct h3_conn *c);
-void h3_conn_free(struct h3_conn *c);
-/* Link for hw->blocked. */
-struct h3_conn **h3_conn_blocked_next(struct h3_conn *c);
-bool *h3_conn_blocked_flag(struct h3_conn *c);
 
 #endif

@@ -174,6 +174,7 @@ struct edge {
     struct fetch **fetch_tab;
     size_t fetch_tab_size;
     size_t fetch_count;
+    _Atomic uint64_t fetch_removals; /* fetches taken out of the table (fetch_table_gen) */
     struct nocollapse *nocollapse; /* keys answered uncacheable recently: hit-for-miss */
     /* TLS: the current server contexts, swapped by SIGHUP on the control thread; a worker
      * takes a reference under tls_lock for each accepted connection */
@@ -295,6 +296,7 @@ struct exchange {
     bool body_buffering; /* receiving the first REQ_BUFFER bytes before forwarding */
     bool bypass_invalidate;
     bool looked_again; /* missed, found no fetch to join, and read the cache once more */
+    uint64_t table_gen; /* fetch_table_gen() before the last cache lookup */
 
     /* response, as sent */
     int status;
@@ -370,6 +372,23 @@ struct fetch_params {
 
 /* Find a shareable in-flight fetch for `key` and join it, or return NULL. */
 struct fetch *fetch_join(struct edge *e, struct str key, struct fetch_reader *r);
+/* The fetch table's generation: it moves whenever a fetch leaves the table, which a fetch
+ * whose object is stored does only after the commit. Read it before a cache lookup; if a miss
+ * then finds no fetch to join and the generation moved, the object may have been stored in
+ * between: look again rather than fetch it twice. */
+uint64_t fetch_table_gen(struct edge *e);
+#define FETCH_ANY_GEN UINT64_MAX
+enum fetch_found {
+    FETCH_STARTED = 0,
+    FETCH_JOINED = 1,
+    FETCH_TABLE_CHANGED = 2, /* nothing to join and the generation moved: nothing started */
+};
+/* Atomically (one hold of the table lock): join a shareable in-flight fetch for p->key, or
+ * start and register one, so that two concurrent misses never both start one. With a `gen`
+ * other than FETCH_ANY_GEN that is no longer current and nothing to join, starts nothing:
+ * NULL, FETCH_TABLE_CHANGED. */
+struct fetch *fetch_join_or_start(struct worker *w, const struct fetch_params *p,
+                                  struct fetch_reader *r, uint64_t gen, enum fetch_found *how);
 /* Start a fetch on worker `w`; the caller's reader (if any) is attached. */
 struct fetch *fetch_start(struct worker *w, const struct fetch_params *p, struct fetch_reader *r);
 /* Detach a reader (its exchange is done or gone). */

@@ -449,9 +449,9 @@ static bool join_complete_fetch(struct exchange *x)
  * A fetch leaves the table only once its object is visible to cache_lookup() (put_done_cb in
  * fetch.c), but lookup() reads the cache first and the table second: a fetch that commits in
  * between is in neither, and the request would go to the origin again although the object is
- * stored. So a request that missed and found no fetch to join looks once more: a fetch that
- * was in flight at the first look and is no longer in the table has committed by now. Costs
- * one more read transaction per miss with nothing in flight. Returns false if it already did.
+ * stored. lookup() notes the table's generation before reading the cache; a miss that then
+ * finds no fetch to join while the generation moved looks once more (a fetch that was in
+ * flight at the first look has committed by now). Returns false if it already did.
  */
 static bool look_again(struct exchange *x)
 {
@@ -470,6 +470,7 @@ static void lookup(struct exchange *x, bool may_join)
     struct edge *e = x->w->edge;
     int64_t now = edge_now(e);
     struct cache_obj *obj = NULL;
+    x->table_gen = fetch_table_gen(e); /* before the read: see look_again() */
     int err = cache_lookup(e->cache, x->key, &x->req, now, &obj);
     if (err == 0) {
         enum cache_decision d = cache_policy_decide(&obj->meta, &x->req_cc, now);
@@ -508,7 +509,8 @@ static void lookup(struct exchange *x, bool may_join)
     if (x->req_cc.only_if_cached) {
         /* A complete fetch whose object is being committed counts as stored: wait for it.
          * A fetch still in flight does not (RFC 9111 5.2.1.7). */
-        if (may_join && (join_complete_fetch(x) || look_again(x)))
+        if (may_join &&
+            (join_complete_fetch(x) || (fetch_table_gen(e) != x->table_gen && look_again(x))))
             return;
         exchange_respond_error(x, 504, "not cached (only-if-cached)");
         return;
@@ -529,13 +531,24 @@ static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may
         x->reader = r;
     }
     bool nocollapse = fetch_nocollapse_check(e, x->key, now);
-    struct fetch *f = NULL;
+    struct fetch_params p = {
+        .key = x->key,
+        .x = x,
+        .validate = validate,
+        .no_join = nocollapse, /* may_join only stops us joining, not others joining us */
+    };
+    struct fetch *f;
+    enum fetch_found how = FETCH_STARTED;
     if (may_join && !nocollapse) {
-        f = fetch_join(e, x->key, r);
-        if (f == NULL && look_again(x))
+        f = fetch_join_or_start(x->w, &p, r, x->looked_again ? FETCH_ANY_GEN : x->table_gen, &how);
+        if (how == FETCH_TABLE_CHANGED) {
+            look_again(x);
             return;
+        }
+    } else {
+        f = fetch_start(x->w, &p, r);
     }
-    if (f) {
+    if (how == FETCH_JOINED) {
         const struct fetch_head *h;
         if (fetch_get_state(f, &h) == FS_DONE) {
             /* Complete, its commit pending: wait a moment and take it from the cache, so
@@ -551,13 +564,6 @@ static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may
         x->xcache = XCACHE_COLLAPSED;
     } else {
         x->xcache = XCACHE_MISS;
-        struct fetch_params p = {
-            .key = x->key,
-            .x = x,
-            .validate = validate,
-            .no_join = nocollapse, /* may_join only stops us joining, not others joining us */
-        };
-        f = fetch_start(x->w, &p, r);
     }
     x->fetch = f;
     x->state = XS_WAIT_FETCH;

@@ -160,16 +160,15 @@ bool fetch_nocollapse_check(struct edge *e, struct str key, int64_t now)
     return r;
 }
 
-static void table_insert(struct fetch *f)
+/* Under e->fetch_lock. */
+static void table_insert_locked(struct fetch *f)
 {
     struct edge *e = f->e;
-    pthread_mutex_lock(&e->fetch_lock);
     size_t i = f->hash % e->fetch_tab_size;
     f->tab_next = e->fetch_tab[i];
     e->fetch_tab[i] = f;
     f->registered = true;
     e->fetch_count++;
-    pthread_mutex_unlock(&e->fetch_lock);
 }
 
 static void table_remove(struct fetch *f)
@@ -184,8 +183,14 @@ static void table_remove(struct fetch *f)
             *pp = f->tab_next;
         f->registered = false;
         e->fetch_count--;
+        atomic_fetch_add_explicit(&e->fetch_removals, 1, memory_order_release);
     }
     pthread_mutex_unlock(&e->fetch_lock);
+}
+
+uint64_t fetch_table_gen(struct edge *e)
+{
+    return atomic_load_explicit(&e->fetch_removals, memory_order_acquire);
 }
 
 /* Under e->fetch_lock: the newest registered fetch of `key`, or NULL. */
@@ -199,30 +204,34 @@ static struct fetch *table_find(struct edge *e, struct str key)
     return NULL;
 }
 
+/* Under e->fetch_lock: join `f` if the whole body can still be delivered to a new reader. */
+static bool join_locked(struct fetch *f, struct fetch_reader *r)
+{
+    pthread_mutex_lock(&f->lock);
+    /* Only while the whole body can still be delivered: from memory (nothing released yet)
+     * or from committed chunks of a put that is still alive. */
+    bool ok = f->state != FS_FAILED && !f->store_lost &&
+              (f->mem_first == 0 || f->storing || f->state == FS_DONE) &&
+              (f->state == FS_CONNECTING || f->head.shareable);
+    if (ok) {
+        f->refcnt++;
+        r->f = f;
+        r->pos = 0;
+        r->initiator = false;
+        r->waiting = true;
+        r->next = f->readers;
+        f->readers = r;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return ok;
+}
+
 struct fetch *fetch_join(struct edge *e, struct str key, struct fetch_reader *r)
 {
     pthread_mutex_lock(&e->fetch_lock);
     struct fetch *f = table_find(e, key);
-    if (f) {
-        pthread_mutex_lock(&f->lock);
-        /* Only while the whole body can still be delivered: from memory (nothing released
-         * yet) or from committed chunks of a put that is still alive. */
-        bool ok = f->state != FS_FAILED && !f->store_lost &&
-                  (f->mem_first == 0 || f->storing || f->state == FS_DONE) &&
-                  (f->state == FS_CONNECTING || f->head.shareable);
-        if (ok) {
-            f->refcnt++;
-            r->f = f;
-            r->pos = 0;
-            r->initiator = false;
-            r->waiting = true;
-            r->next = f->readers;
-            f->readers = r;
-        }
-        pthread_mutex_unlock(&f->lock);
-        if (!ok)
-            f = NULL;
-    }
+    if (f != NULL && !join_locked(f, r))
+        f = NULL;
     pthread_mutex_unlock(&e->fetch_lock);
     return f;
 }
@@ -926,7 +935,9 @@ static void start_failed_cb(evutil_socket_t fd, short what, void *arg)
     on_up_error(arg, UPERR_CONNECT, false);
 }
 
-struct fetch *fetch_start(struct worker *w, const struct fetch_params *p, struct fetch_reader *r)
+/* A new fetch with its reader, neither registered nor sent. */
+static struct fetch *fetch_new(struct worker *w, const struct fetch_params *p,
+                               struct fetch_reader *r)
 {
     struct exchange *x = p->x;
     struct fetch *f = xcalloc(1, sizeof(*f));
@@ -974,12 +985,58 @@ struct fetch *fetch_start(struct worker *w, const struct fetch_params *p, struct
         r->next = NULL;
         f->readers = r;
     }
-    if (f->keyed && !p->no_join && !f->private_)
-        table_insert(f);
+    return f;
+}
+
+static bool registrable(const struct fetch *f, const struct fetch_params *p)
+{
+    return f->keyed && !p->no_join && !f->private_;
+}
+
+static void fetch_launch(struct fetch *f)
+{
     if (!send_request(f)) {
         /* No server to send to: fail asynchronously so callers see one code path. */
-        event_base_once(w->base, -1, EV_TIMEOUT, start_failed_cb, f, NULL);
+        event_base_once(f->owner->base, -1, EV_TIMEOUT, start_failed_cb, f, NULL);
     }
+}
+
+struct fetch *fetch_start(struct worker *w, const struct fetch_params *p, struct fetch_reader *r)
+{
+    struct fetch *f = fetch_new(w, p, r);
+    if (registrable(f, p)) {
+        pthread_mutex_lock(&f->e->fetch_lock);
+        table_insert_locked(f);
+        pthread_mutex_unlock(&f->e->fetch_lock);
+    }
+    fetch_launch(f);
+    return f;
+}
+
+struct fetch *fetch_join_or_start(struct worker *w, const struct fetch_params *p,
+                                  struct fetch_reader *r, uint64_t gen, enum fetch_found *how)
+{
+    struct edge *e = w->edge;
+    pthread_mutex_lock(&e->fetch_lock);
+    struct fetch *f = table_find(e, p->key);
+    if (f != NULL && join_locked(f, r)) {
+        pthread_mutex_unlock(&e->fetch_lock);
+        *how = FETCH_JOINED;
+        return f;
+    }
+    if (gen != FETCH_ANY_GEN && gen != fetch_table_gen(e)) {
+        pthread_mutex_unlock(&e->fetch_lock);
+        *how = FETCH_TABLE_CHANGED;
+        return NULL;
+    }
+    /* Built under the lock (a miss, a few allocations) so that no other miss of the key can
+     * slip in between the search and the registration. */
+    f = fetch_new(w, p, r);
+    if (registrable(f, p))
+        table_insert_locked(f);
+    pthread_mutex_unlock(&e->fetch_lock);
+    *how = FETCH_STARTED;
+    fetch_launch(f);
     return f;
 }
 

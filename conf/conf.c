@@ -55,10 +55,24 @@ struct site_extra {
     bool origin_from_flag; /* --origin already replaced this site's origins */
 };
 
+/* Per-upstream bookkeeping parallel to config->upstreams. */
+struct ups_extra {
+    unsigned set[CONF_OPT_COUNT]; /* line where the block set an option; 0 = inherited */
+};
+
+/* The block a line is in. */
+enum block {
+    BLOCK_NONE = 0,
+    BLOCK_SITE = 1,
+    BLOCK_UPSTREAM = 2,
+};
+
 struct builder {
     struct config *c;
     unsigned set[CONF_OPT_COUNT]; /* line where the file set a global option; 0 = default */
     struct site_extra *sx;
+    struct ups_extra *ux;
+    unsigned shields_line; /* where the global `shields` was set (for errors) */
     bool addrs_from_flag[CONF_OPT_COUNT]; /* a flag already replaced the file's listeners */
     char *err;
     size_t errlen;
@@ -380,18 +394,172 @@ static const char *option_suggest(struct str name)
 
 static void *field(void *base, const struct conf_option *o)
 {
-    return (char *)base + (o->offset & ~CONF_OPTS_BIT);
+    return (char *)base + (o->offset & ~(CONF_OPTS_BIT | CONF_UPS_BIT));
 }
 
 /* Where option `o` is stored: struct config for global options; for per-site ones the
- * site's policy or opts (`site` NULL: the global defaults that every site inherits). */
-static void *option_base(struct config *c, const struct conf_option *o, struct conf_site *site)
+ * site's policy or opts (`site` NULL: the global defaults that every site inherits); for
+ * upstream options the block's opts (`ups` NULL: the global defaults of every block). */
+static void *option_base_in(struct config *c, const struct conf_option *o, struct conf_site *site,
+                            struct conf_upstream *ups)
 {
+    if (o->context & CONF_CTX_UPSTREAM)
+        return ups != NULL ? (void *)&ups->opts : (void *)&c->upstream_defaults;
     if (!(o->context & CONF_CTX_SITE))
         return c;
     if (o->offset & CONF_OPTS_BIT)
         return site != NULL ? (void *)&site->opts : (void *)&c->site_defaults;
     return site != NULL ? (void *)&site->policy : (void *)&c->defaults;
+}
+
+static void *option_base(struct config *c, const struct conf_option *o, struct conf_site *site)
+{
+    return option_base_in(c, o, site, NULL);
+}
+
+/* Bytes of the value of a scalar option type (what merging a default copies). */
+static size_t type_size(enum conf_type t)
+{
+    switch (t) {
+    case CONF_T_UINT:
+    case CONF_T_ROLE:
+    case CONF_T_BALANCE:
+        return sizeof(unsigned);
+    case CONF_T_COUNT:
+    case CONF_T_SIZE:
+        return sizeof(uint64_t);
+    case CONF_T_DURATION:
+    case CONF_T_SECONDS:
+        return sizeof(int64_t);
+    case CONF_T_BOOL:
+    case CONF_T_BOOL_NOT:
+        return sizeof(bool);
+    default:
+        return 0;
+    }
+}
+
+static bool type_is_string(enum conf_type t)
+{
+    return t == CONF_T_STRING || t == CONF_T_LOG_TARGET || t == CONF_T_TLS_VERSION ||
+           t == CONF_T_PATH_OFF || t == CONF_T_NAMES || t == CONF_T_STATUS;
+}
+
+/* Copy option o's value from `src` to `dst` (bases as option_base_in returns them). */
+static void option_copy(const struct conf_option *o, void *dst, void *src)
+{
+    if (type_is_string(o->type)) {
+        const char *v = *(char *const *)field(src, o);
+        *(char **)field(dst, o) = v != NULL ? xstrdup(v) : NULL;
+        if (o->type == CONF_T_STATUS) {
+            ((struct conf_upstream_opts *)dst)->health_status_lo =
+                ((struct conf_upstream_opts *)src)->health_status_lo;
+            ((struct conf_upstream_opts *)dst)->health_status_hi =
+                ((struct conf_upstream_opts *)src)->health_status_hi;
+        }
+        return;
+    }
+    memcpy(field(dst, o), field(src, o), type_size(o->type));
+}
+
+/* An upstream block name: letters, digits, '-', '_', '.'. Returns NULL, or the problem. */
+static const char *upstream_name_check(struct str s)
+{
+    if (s.len == 0 || s.len > 64)
+        return "must be 1 to 64 characters";
+    for (size_t i = 0; i < s.len; i++)
+        if (!is_host_char((unsigned char)s.p[i]))
+            return "may only use letters, digits, '-', '_' and '.'";
+    return NULL;
+}
+
+static struct conf_upstream *upstream_by_name(const struct config *c, struct str name)
+{
+    for (size_t i = 0; i < c->n_upstreams; i++)
+        if (str_eq(name, str_cstr(c->upstreams[i].name)))
+            return &c->upstreams[i];
+    return NULL;
+}
+
+/* A new upstream with the given name and no servers; options are merged at the end. */
+static size_t upstream_add(struct builder *b, struct str name, unsigned line)
+{
+    struct config *c = b->c;
+    c->upstreams = xrealloc(c->upstreams, (c->n_upstreams + 1) * sizeof(*c->upstreams));
+    b->ux = xrealloc(b->ux, (c->n_upstreams + 1) * sizeof(*b->ux));
+    memset(&c->upstreams[c->n_upstreams], 0, sizeof(*c->upstreams));
+    memset(&b->ux[c->n_upstreams], 0, sizeof(*b->ux));
+    c->upstreams[c->n_upstreams].name = xstrndup(name.p, name.len);
+    c->upstreams[c->n_upstreams].line = line;
+    return c->n_upstreams++;
+}
+
+static void upstream_fini(struct conf_upstream *u)
+{
+    free(u->name);
+    free(u->servers);
+    for (int i = 0; i < CONF_OPT_COUNT; i++)
+        if ((conf_options[i].context & CONF_CTX_UPSTREAM) && type_is_string(conf_options[i].type))
+            free(*(char **)field(&u->opts, &conf_options[i]));
+}
+
+/* "200", "2xx" or "200-399" into [lo, hi]. */
+static bool status_range_parse(struct str a, unsigned *lo, unsigned *hi)
+{
+    uint64_t x, y;
+    if (a.len == 3 && a.p[0] >= '1' && a.p[0] <= '5' && a.p[1] == 'x' && a.p[2] == 'x') {
+        *lo = (unsigned)(a.p[0] - '0') * 100;
+        *hi = *lo + 99;
+        return true;
+    }
+    long dash = str_chr(a, '-');
+    struct str l = dash >= 0 ? str_make(a.p, (size_t)dash) : a;
+    struct str h = dash >= 0 ? str_make(a.p + dash + 1, a.len - (size_t)dash - 1) : a;
+    if (l.len != 3 || h.len != 3 || str_to_u64(l, &x) < 0 || str_to_u64(h, &y) < 0)
+        return false;
+    if (x < 100 || y > 599 || x > y)
+        return false;
+    *lo = (unsigned)x;
+    *hi = (unsigned)y;
+    return true;
+}
+
+/* `server HOST:PORT [weight=N] [max_conns=N]` */
+static int server_parse(struct builder *b, const struct where *w, struct conf_upstream *u,
+                        const struct str *args, size_t n)
+{
+    struct conf_server sv;
+    memset(&sv, 0, sizeof(sv));
+    sv.weight = 1;
+    const char *problem = addr_parse(args[0], &sv.addr);
+    if (problem != NULL)
+        return fail(b, w, "'%.*s': %s", SHOW(args[0]), problem);
+    for (size_t i = 0; i < u->n_servers; i++)
+        if (strcmp(u->servers[i].addr.text, sv.addr.text) == 0)
+            return fail(b, w, "%s is listed twice in this upstream", sv.addr.text);
+    for (size_t k = 1; k < n; k++) {
+        struct str a = args[k];
+        long eq = str_chr(a, '=');
+        uint64_t v;
+        struct str key = eq >= 0 ? str_make(a.p, (size_t)eq) : a;
+        struct str val = eq >= 0 ? str_make(a.p + eq + 1, a.len - (size_t)eq - 1) : STR_NULL;
+        bool is_w = str_eq(key, STR_LIT("weight")), is_m = str_eq(key, STR_LIT("max_conns"));
+        if (eq < 0 || (!is_w && !is_m))
+            return fail(b, w, "'%.*s': expected weight=N or max_conns=N", SHOW(a));
+        if (str_to_u64(val, &v) < 0)
+            return fail(b, w, "'%.*s': expected a whole number", SHOW(a));
+        if (is_w && (v < 1 || v > 1000))
+            return fail(b, w, "'%.*s': the weight must be from 1 to 1000", SHOW(a));
+        if (is_m && v > 1000000)
+            return fail(b, w, "'%.*s': max_conns is above the maximum of 1000000", SHOW(a));
+        if (is_w)
+            sv.weight = (unsigned)v;
+        else
+            sv.max_conns = (unsigned)v;
+    }
+    u->servers = xrealloc(u->servers, (u->n_servers + 1) * sizeof(sv));
+    u->servers[u->n_servers++] = sv;
+    return 0;
 }
 
 /* The list a CONF_T_ADDRS option fills. */
@@ -462,7 +630,8 @@ static int option_apply(struct builder *b, const struct where *w, int id, const 
         return fail(b, w, "missing argument");
     if (o->type == CONF_T_ROUTE && n != 2)
         return fail(b, w, "expected NAME HOST:PORT, got %zu argument(s)", n);
-    if (o->type != CONF_T_ADDRS && o->type != CONF_T_ORIGINS && o->type != CONF_T_ROUTE && n > 1)
+    if (o->type != CONF_T_ADDRS && o->type != CONF_T_ORIGINS && o->type != CONF_T_ROUTE &&
+        o->type != CONF_T_NAMES && n > 1)
         return fail(b, w, "takes one argument, got %zu (quote an argument that has spaces)", n);
     struct str a = args[0];
     uint64_t u;
@@ -606,8 +775,68 @@ static int option_apply(struct builder *b, const struct where *w, int id, const 
         }
         return fail(b, w, "expected error, warn, info or debug, got '%.*s'", SHOW(a));
     }
+    case CONF_T_ROLE:
+    case CONF_T_BALANCE: {
+        static const char *const roles[] = {"edge", "shield"};
+        static const char *const algos[] = {"round_robin", "least_conn", "hash"};
+        const char *const *names = o->type == CONF_T_ROLE ? roles : algos;
+        size_t nn = o->type == CONF_T_ROLE ? ARRAY_SIZE(roles) : ARRAY_SIZE(algos);
+        for (size_t i = 0; i < nn; i++) {
+            if (str_eq(a, str_cstr(names[i]))) {
+                *(unsigned *)field(base, o) = (unsigned)i;
+                return 0;
+            }
+        }
+        if (o->type == CONF_T_ROLE)
+            return fail(b, w, "expected edge or shield, got '%.*s'", SHOW(a));
+        return fail(b, w, "expected round_robin, least_conn or hash, got '%.*s'", SHOW(a));
+    }
+    case CONF_T_PATH_OFF: {
+        char **dst = field(base, o);
+        if (!str_eq(a, STR_LIT("off")) && (a.len == 0 || a.p[0] != '/'))
+            return fail(b, w, "expected a path starting with '/', or off, got '%.*s'", SHOW(a));
+        for (size_t i = 0; i < a.len; i++)
+            if ((unsigned char)a.p[i] <= ' ' || a.p[i] == 0x7f)
+                return fail(b, w, "the path must not contain spaces or control characters");
+        free(*dst);
+        *dst = str_eq(a, STR_LIT("off")) ? NULL : xstrndup(a.p, a.len);
+        return 0;
+    }
+    case CONF_T_NAMES: {
+        char **dst = field(base, o);
+        struct buf joined;
+        buf_init(&joined);
+        for (size_t i = 0; i < n; i++) {
+            const char *problem = upstream_name_check(args[i]);
+            if (problem != NULL) {
+                buf_fini(&joined);
+                return fail(b, w, "'%.*s': an upstream name %s", SHOW(args[i]), problem);
+            }
+            if (i)
+                buf_append(&joined, " ", 1);
+            buf_append(&joined, args[i].p, args[i].len);
+        }
+        free(*dst);
+        *dst = xstrndup(joined.p, joined.len);
+        buf_fini(&joined);
+        return 0;
+    }
+    case CONF_T_STATUS: {
+        struct conf_upstream_opts *uo = base;
+        unsigned lo, hi;
+        if (!status_range_parse(a, &lo, &hi))
+            return fail(b, w, "expected a status such as 200, 2xx or 200-399, got '%.*s'",
+                        SHOW(a));
+        free(uo->health_status);
+        uo->health_status = xstrndup(a.p, a.len);
+        uo->health_status_lo = lo;
+        uo->health_status_hi = hi;
+        return 0;
+    }
     case CONF_T_SITE:
     case CONF_T_ORIGINS:
+    case CONF_T_UPSTREAM:
+    case CONF_T_SERVERS:
         break;
     }
     ASSERT(!"option type handled by the caller");
@@ -648,6 +877,7 @@ static void site_fini(struct conf_site *s)
         free(s->names[i]);
     free(s->names);
     free(s->origins);
+    free(s->shields);
 }
 
 const struct conf_site *conf_site_find(const struct config *c, struct str host)
@@ -780,10 +1010,41 @@ static int line_lex(struct builder *b, const struct where *w0, const char *p, si
 static int site_close(struct builder *b, const char *file, size_t idx)
 {
     struct conf_site *s = &b->c->sites[idx];
-    if (s->n_origins == 0) {
-        struct where w = {file, s->line, "site"};
-        return fail(b, &w, "no origin in the site block (add: origin HOST:PORT)");
+    struct where w = {file, s->line, "site"};
+    if (s->n_origins == 0 && s->opts.origin_pool == NULL)
+        return fail(b, &w, "no origin in the site block (add: origin HOST:PORT, or origin_pool NAME)");
+    if (s->n_origins > 0 && s->opts.origin_pool != NULL)
+        return fail(b, &w, "has both origin and origin_pool: give one");
+    return 0;
+}
+
+static int upstream_close(struct builder *b, const char *file, size_t idx)
+{
+    struct conf_upstream *u = &b->c->upstreams[idx];
+    if (u->n_servers == 0) {
+        struct where w = {file, u->line, "upstream"};
+        return fail(b, &w, "no server in the upstream block (add: server HOST:PORT)");
     }
+    return 0;
+}
+
+/* An `upstream NAME {` line. */
+static int upstream_open(struct builder *b, const struct where *w, const struct toks *t,
+                         size_t *idx)
+{
+    if (t->v[t->n - 1].brace != '{')
+        return fail(b, w, "expected '{' at the end of the line");
+    if (t->n != 3)
+        return fail(b, w, "expected: upstream NAME {");
+    struct str n = t->v[1].s;
+    const char *problem = upstream_name_check(n);
+    if (problem != NULL)
+        return fail(b, w, "the name '%.*s' %s", SHOW(n), problem);
+    const struct conf_upstream *dup = upstream_by_name(b->c, n);
+    if (dup != NULL)
+        return fail(b, w, "duplicate upstream name '%.*s' (already used at line %u)", SHOW(n),
+                    dup->line);
+    *idx = upstream_add(b, n, w->line);
     return 0;
 }
 
@@ -815,7 +1076,7 @@ static int site_open(struct builder *b, const struct where *w, const struct toks
 }
 
 static int line_handle(struct builder *b, const char *file, unsigned line, const struct toks *t,
-                       size_t *site_idx, bool *in_site)
+                       size_t *blk_idx, enum block *blk)
 {
     char name[72];
     struct where w = {file, line, NULL};
@@ -824,14 +1085,16 @@ static int line_handle(struct builder *b, const char *file, unsigned line, const
         w.what = "}";
         if (t->n > 1)
             return fail(b, &w, "'}' must be on a line of its own");
-        if (!*in_site)
+        if (*blk == BLOCK_NONE)
             return fail(b, &w, "unexpected '}': no block is open");
-        *in_site = false;
-        return site_close(b, file, *site_idx);
+        enum block was = *blk;
+        *blk = BLOCK_NONE;
+        return was == BLOCK_SITE ? site_close(b, file, *blk_idx)
+                                 : upstream_close(b, file, *blk_idx);
     }
     if (t0->brace == '{') {
         w.what = "{";
-        return fail(b, &w, "'{' must follow a site line");
+        return fail(b, &w, "'{' must follow a site or upstream line");
     }
     str_to_cstr(t0->s, name, sizeof(name));
     w.what = name;
@@ -843,26 +1106,40 @@ static int line_handle(struct builder *b, const char *file, unsigned line, const
         return fail(b, &w, "unknown directive");
     }
     const struct conf_option *o = &conf_options[id];
+    bool opens = o->type == CONF_T_SITE || o->type == CONF_T_UPSTREAM;
     for (size_t k = 1; k < t->n; k++) {
         if (t->v[k].brace == '}')
             return fail(b, &w, "'}' must be on a line of its own");
-        if (t->v[k].brace == '{' && o->type != CONF_T_SITE)
-            return fail(b, &w, "unexpected '{': only a site line opens a block");
+        if (t->v[k].brace == '{' && !opens)
+            return fail(b, &w, "unexpected '{': only a site or upstream line opens a block");
         if (t->v[k].brace == '{' && k + 1 < t->n)
             return fail(b, &w, "'{' must end the line");
     }
-    if (*in_site && !(o->context & CONF_CTX_SITE)) {
-        if (o->type == CONF_T_SITE)
-            return fail(b, &w, "site blocks do not nest (the site at line %u is not closed)",
-                        b->c->sites[*site_idx].line);
-        return fail(b, &w, "not allowed inside a site block (global only)");
+    if (*blk != BLOCK_NONE && opens) {
+        unsigned at = *blk == BLOCK_SITE ? b->c->sites[*blk_idx].line
+                                         : b->c->upstreams[*blk_idx].line;
+        return fail(b, &w, "blocks do not nest (the %s block at line %u is not closed)",
+                    *blk == BLOCK_SITE ? "site" : "upstream", at);
     }
-    if (!*in_site && !(o->context & CONF_CTX_GLOBAL))
+    if (*blk == BLOCK_SITE && !(o->context & CONF_CTX_SITE))
+        return fail(b, &w, "not allowed inside a site block");
+    if (*blk == BLOCK_UPSTREAM && !(o->context & CONF_CTX_UPSTREAM))
+        return fail(b, &w, "not allowed inside an upstream block");
+    if (*blk == BLOCK_NONE && !(o->context & CONF_CTX_GLOBAL)) {
+        if (o->context & CONF_CTX_UPSTREAM)
+            return fail(b, &w, "only allowed inside an upstream block");
         return fail(b, &w, "only allowed inside a site block");
+    }
     if (o->type == CONF_T_SITE) {
-        int rc = site_open(b, &w, t, site_idx);
+        int rc = site_open(b, &w, t, blk_idx);
         if (rc == 0)
-            *in_site = true;
+            *blk = BLOCK_SITE;
+        return rc;
+    }
+    if (o->type == CONF_T_UPSTREAM) {
+        int rc = upstream_open(b, &w, t, blk_idx);
+        if (rc == 0)
+            *blk = BLOCK_UPSTREAM;
         return rc;
     }
 
@@ -874,7 +1151,7 @@ static int line_handle(struct builder *b, const char *file, unsigned line, const
         args[k] = t->v[k + 1].s;
 
     if (o->type == CONF_T_ORIGINS) {
-        struct conf_site *s = &b->c->sites[*site_idx];
+        struct conf_site *s = &b->c->sites[*blk_idx];
         if (n == 0)
             return fail(b, &w, "missing argument (HOST:PORT)");
         for (size_t k = 0; k < n; k++) {
@@ -884,10 +1161,18 @@ static int line_handle(struct builder *b, const char *file, unsigned line, const
         }
         return 0;
     }
-    unsigned *set = *in_site ? b->sx[*site_idx].set : b->set;
+    if (o->type == CONF_T_SERVERS) {
+        if (n == 0)
+            return fail(b, &w, "missing argument (HOST:PORT)");
+        return server_parse(b, &w, &b->c->upstreams[*blk_idx], args, n);
+    }
+    unsigned *set = *blk == BLOCK_SITE       ? b->sx[*blk_idx].set
+                    : *blk == BLOCK_UPSTREAM ? b->ux[*blk_idx].set
+                                             : b->set;
     if (set[id] != 0 && o->type != CONF_T_ADDRS && o->type != CONF_T_ROUTE)
         return fail(b, &w, "duplicate directive (already set at line %u)", set[id]);
-    void *base = option_base(b->c, o, *in_site ? &b->c->sites[*site_idx] : NULL);
+    void *base = option_base_in(b->c, o, *blk == BLOCK_SITE ? &b->c->sites[*blk_idx] : NULL,
+                                *blk == BLOCK_UPSTREAM ? &b->c->upstreams[*blk_idx] : NULL);
     int rc = option_apply(b, &w, id, args, n, base, false);
     if (rc == 0 && set[id] == 0)
         set[id] = line;
@@ -899,8 +1184,8 @@ static int text_parse(struct builder *b, const char *file, const char *buf, size
     struct toks t = {0};
     size_t pos = 0;
     unsigned line = 0;
-    size_t site_idx = 0;
-    bool in_site = false;
+    size_t blk_idx = 0;
+    enum block blk = BLOCK_NONE;
     int rc = 0;
     if (len > MAX_FILE_SIZE) {
         struct where w = {file, 0, NULL};
@@ -914,14 +1199,16 @@ static int text_parse(struct builder *b, const char *file, const char *buf, size
         struct where w = {file, ++line, NULL};
         rc = line_lex(b, &w, buf + pos, end - pos, &t);
         if (rc == 0 && t.n > 0)
-            rc = line_handle(b, file, line, &t, &site_idx, &in_site);
+            rc = line_handle(b, file, line, &t, &blk_idx, &blk);
         if (rc < 0)
             break;
         pos = end + 1;
     }
     toks_fini(&t);
-    if (rc == 0 && in_site) {
-        struct where w = {file, b->c->sites[site_idx].line, "site"};
+    if (rc == 0 && blk != BLOCK_NONE) {
+        bool site = blk == BLOCK_SITE;
+        struct where w = {file, site ? b->c->sites[blk_idx].line : b->c->upstreams[blk_idx].line,
+                          site ? "site" : "upstream"};
         rc = fail(b, &w, "block not closed: missing '}' before the end of the file");
     }
     return rc;
@@ -951,6 +1238,8 @@ static void builder_fail(struct builder *b)
     conf_free(&b->c);
     free(b->sx);
     b->sx = NULL;
+    free(b->ux);
+    b->ux = NULL;
 }
 
 /* No address may serve two listeners of one transport: with SO_REUSEPORT both binds would
@@ -1032,6 +1321,91 @@ static int tls_check(struct builder *b, const char *file)
     return 0;
 }
 
+/* Give upstream blocks the global defaults of what they did not set, make each site's inline
+ * origin line an upstream of its own, and resolve origin_pool and shields to indexes. */
+static int upstreams_resolve(struct builder *b, const char *file)
+{
+    struct config *c = b->c;
+    size_t n_blocks = c->n_upstreams;
+    for (size_t u = 0; u < n_blocks; u++) {
+        for (int i = 0; i < CONF_OPT_COUNT; i++) {
+            const struct conf_option *o = &conf_options[i];
+            if (!(o->context & CONF_CTX_UPSTREAM) || type_size(o->type) + type_is_string(o->type) == 0 ||
+                b->ux[u].set[i])
+                continue;
+            option_copy(o, &c->upstreams[u].opts, &c->upstream_defaults);
+        }
+    }
+    for (size_t s = 0; s < c->n_sites; s++) {
+        struct conf_site *site = &c->sites[s];
+        struct where w = {site->line ? file : "command line", site->line,
+                          site->line ? "site" : "--origin"};
+        if (b->sx[s].origin_from_flag && site->opts.origin_pool != NULL) {
+            free(site->opts.origin_pool); /* --origin replaces the file's origin_pool */
+            site->opts.origin_pool = NULL;
+        }
+        if (site->opts.origin_pool != NULL) {
+            const struct conf_upstream *u = upstream_by_name(c, str_cstr(site->opts.origin_pool));
+            if (u == NULL) {
+                w.line = b->sx[s].set[CONF_OPT_ORIGIN_POOL];
+                w.what = "origin_pool";
+                return fail(b, &w, "no upstream block named '%s'", site->opts.origin_pool);
+            }
+            site->upstream = (size_t)(u - c->upstreams);
+        } else {
+            char name[300];
+            snprintf(name, sizeof(name), "site %s", site->names[0]);
+            size_t idx = upstream_add(b, str_cstr(name), 0);
+            struct conf_upstream *u = &c->upstreams[idx];
+            u->implicit = true;
+            u->servers = xcalloc(site->n_origins, sizeof(*u->servers));
+            for (size_t k = 0; k < site->n_origins; k++) {
+                u->servers[k].addr = site->origins[k];
+                u->servers[k].weight = 1;
+            }
+            u->n_servers = site->n_origins;
+            for (int i = 0; i < CONF_OPT_COUNT; i++) {
+                const struct conf_option *o = &conf_options[i];
+                if ((o->context & CONF_CTX_UPSTREAM) && type_size(o->type) + type_is_string(o->type))
+                    option_copy(o, &u->opts, &c->upstream_defaults);
+            }
+            site->upstream = idx;
+        }
+        if (site->opts.shields == NULL)
+            continue;
+        unsigned at = b->sx[s].set[CONF_OPT_SHIELDS] ? b->sx[s].set[CONF_OPT_SHIELDS]
+                                                      : b->set[CONF_OPT_SHIELDS];
+        struct where ws = {at ? file : "command line", at, at ? "shields" : "--shield"};
+        if (c->role == CONF_ROLE_SHIELD)
+            return fail(b, &ws, "a shield sends misses to its origin only (role is shield)");
+        struct str rest = str_cstr(site->opts.shields);
+        while (rest.len > 0) {
+            long sp = str_chr(rest, ' ');
+            struct str nm = sp >= 0 ? str_make(rest.p, (size_t)sp) : rest;
+            rest = sp >= 0 ? str_make(rest.p + sp + 1, rest.len - (size_t)sp - 1) : STR_NULL;
+            struct conf_upstream *u = upstream_by_name(c, nm);
+            if (u == NULL)
+                return fail(b, &ws, "no upstream block named '%.*s'", SHOW(nm));
+            size_t idx = (size_t)(u - c->upstreams);
+            for (size_t k = 0; k < site->n_shields; k++)
+                if (site->shields[k] == idx)
+                    return fail(b, &ws, "'%.*s' is listed twice", SHOW(nm));
+            if (idx == site->upstream)
+                return fail(b, &ws, "'%.*s' is also the site's origin_pool", SHOW(nm));
+            site->shields = xrealloc(site->shields, (site->n_shields + 1) * sizeof(size_t));
+            site->shields[site->n_shields++] = idx;
+            if (!u->shield) {
+                u->shield = true;
+                /* A shield group checks the shields' own health endpoint unless told otherwise. */
+                if (u->opts.health_check == NULL && (u->implicit || u->line == 0 ||
+                                                     !b->ux[idx].set[CONF_OPT_HEALTH_CHECK]))
+                    u->opts.health_check = xstrdup(conf_options[CONF_OPT_HEALTH_PATH].def);
+            }
+        }
+    }
+    return 0;
+}
+
 /* Fill in listen, merge the global per-site defaults into the sites and check that there is
  * something to serve. `file` names the source for the error. */
 static int builder_finish(struct builder *b, const char *file)
@@ -1048,24 +1422,20 @@ static int builder_finish(struct builder *b, const char *file)
             const struct conf_option *o = &conf_options[i];
             if (!(o->context & CONF_CTX_SITE) || o->type == CONF_T_ORIGINS || b->sx[s].set[i])
                 continue;
-            void *dst = field(option_base(c, o, &c->sites[s]), o);
-            const void *src = field(option_base(c, o, NULL), o);
-            if (o->type == CONF_T_STRING) {
-                const char *v = *(char *const *)src;
-                *(char **)dst = v != NULL ? xstrdup(v) : NULL;
-            } else {
-                size_t size = o->type == CONF_T_SECONDS ? sizeof(int64_t) : sizeof(bool);
-                memcpy(dst, src, size);
-            }
+            option_copy(o, option_base(c, o, &c->sites[s]), option_base(c, o, NULL));
         }
     }
     int rc = tls_check(b, file);
     if (rc == 0)
         rc = listeners_check(b, file);
+    if (rc == 0)
+        rc = upstreams_resolve(b, file);
     if (rc < 0)
         return rc;
     free(b->sx);
     b->sx = NULL;
+    free(b->ux);
+    b->ux = NULL;
     if (c->n_sites == 0) {
         struct where w = {file, 0, NULL};
         if (c->file != NULL)
@@ -1105,8 +1475,7 @@ void conf_free(struct config **cp)
     free(c->passthrough);
     for (int i = 0; i < CONF_OPT_COUNT; i++) {
         const struct conf_option *o = &conf_options[i];
-        if (o->type != CONF_T_STRING && o->type != CONF_T_LOG_TARGET &&
-            o->type != CONF_T_TLS_VERSION)
+        if (!type_is_string(o->type))
             continue;
         free(*(char **)field(option_base(c, o, NULL), o));
         for (size_t s = 0; s < c->n_sites && (o->context & CONF_CTX_SITE); s++)
@@ -1115,6 +1484,9 @@ void conf_free(struct config **cp)
     for (size_t i = 0; i < c->n_sites; i++)
         site_fini(&c->sites[i]);
     free(c->sites);
+    for (size_t i = 0; i < c->n_upstreams; i++)
+        upstream_fini(&c->upstreams[i]);
+    free(c->upstreams);
     free(c);
     *cp = NULL;
 }
@@ -1243,6 +1615,31 @@ static int flag_origin(struct builder *b, const struct where *w, const char *url
     return 0;
 }
 
+/* --shield URL (repeatable): the servers of the "--shield" group, which becomes the global
+ * `shields` (replacing the file's). */
+static int flag_shield(struct builder *b, const struct where *w, const char *url)
+{
+    struct conf_addr a;
+    bool tls = false;
+    int rc = origin_url_parse(b, w, url, &a, &tls);
+    if (rc < 0)
+        return rc;
+    struct config *c = b->c;
+    struct conf_upstream *u = upstream_by_name(c, STR_LIT("--shield"));
+    if (u == NULL) {
+        size_t idx = upstream_add(b, STR_LIT("--shield"), 0);
+        u = &c->upstreams[idx];
+        free(c->site_defaults.shields);
+        c->site_defaults.shields = xstrdup("--shield");
+        b->set[CONF_OPT_SHIELDS] = 0;
+    }
+    if (u->n_servers > 0 && u->tls != tls)
+        return fail(b, w, "'%s': mixes http:// and https:// shields", url);
+    u->tls = tls;
+    struct str args[1] = {str_cstr(a.text)};
+    return server_parse(b, w, u, args, 1);
+}
+
 /* --set NAME=VALUE: VALUE is split like a line of the file (quotes allowed). */
 static int flag_set(struct builder *b, const char *arg)
 {
@@ -1298,6 +1695,8 @@ static const struct {
     {"--config", -1},
     {"--listen", CONF_OPT_LISTEN},
     {"--origin", -1},
+    {"--shield", -1},
+    {"--role", CONF_OPT_ROLE},
     {"--cache-dir", CONF_OPT_CACHE_DIR},
     {"--admin", CONF_OPT_ADMIN},
     {"--workers", CONF_OPT_WORKERS},
@@ -1316,6 +1715,8 @@ static int flags_apply(struct builder *b, const struct flag_op *ops, size_t n)
         int rc = 0;
         if (strcmp(f, "--origin") == 0) {
             rc = flag_origin(b, &w, ops[i].val);
+        } else if (strcmp(f, "--shield") == 0) {
+            rc = flag_shield(b, &w, ops[i].val);
         } else if (strcmp(f, "--set") == 0) {
             rc = flag_set(b, ops[i].val);
         } else {

@@ -51,6 +51,63 @@ struct conf_site_opts {
     char *upstream_tls_ca; /* CA bundle to verify them; NULL = /etc/ssl/certs */
     char *upstream_tls_name; /* name verified and sent as SNI; NULL = the origin's host */
     bool upstream_tls_verify; /* off: accept any certificate (never in production) */
+    char *origin_pool; /* `origin_pool NAME`: the upstream block of the origin servers */
+    char *shields; /* shield groups (upstream block names) in fallback order, space-separated;
+                      NULL = none: misses go to the origin */
+    bool shield_fallback_origin; /* every shield group down: go to the origin directly */
+};
+
+enum conf_role {
+    CONF_ROLE_EDGE = 0, /* misses go to the site's shields, if any, else to its origin */
+    CONF_ROLE_SHIELD = 1, /* misses go to the origin; requests from a shield are refused */
+};
+
+enum conf_balance {
+    CONF_BALANCE_ROUND_ROBIN = 0, /* smooth weighted round-robin */
+    CONF_BALANCE_LEAST_CONN = 1, /* weighted least connections */
+    CONF_BALANCE_HASH = 2, /* weighted rendezvous hashing of the cache key */
+};
+
+/* One `server HOST:PORT [weight=N] [max_conns=N]` of an upstream block. */
+struct conf_server {
+    struct conf_addr addr;
+    unsigned weight; /* 1..1000 */
+    unsigned max_conns; /* connections from this node at once; 0 = unlimited */
+};
+
+/* Options of an `upstream` block: balancing and health. The global values
+ * (config->upstream_defaults) are the defaults of every block. */
+struct conf_upstream_opts {
+    unsigned balance; /* enum conf_balance; a shield group always hashes */
+    int64_t slow_start_ms; /* a server back in rotation ramps up its weight over this */
+    char *health_check; /* URI path of the active check; NULL = no active checks (a shield group
+                           defaults to the shields' health_path) */
+    char *health_host; /* Host of the check; NULL = the server's HOST:PORT */
+    int64_t health_interval_ms;
+    int64_t health_timeout_ms;
+    uint64_t health_rise; /* consecutive passes to come back */
+    uint64_t health_fall; /* consecutive failures to go out */
+    char *health_status; /* expected statuses: "200", "2xx" or "200-399" */
+    unsigned health_status_lo; /* health_status parsed, inclusive */
+    unsigned health_status_hi;
+    uint64_t passive_failures; /* failed requests in the window that eject; 0 = off */
+    uint64_t passive_ratio; /* percent of failed requests (of >= 10) that eject; 0 = off */
+    int64_t passive_window_ms;
+    int64_t passive_cooldown_ms; /* ejection time before a trial request (doubles up to 5m) */
+};
+
+/* An `upstream NAME { server ... }` block: origin servers (a site's `origin_pool`) or a shield
+ * group (a site's `shields`). A site's inline `origin HOST:PORT...` line becomes an upstream
+ * too (`implicit`), with the global upstream options. */
+struct conf_upstream {
+    char *name; /* block name; "site NAME" for a site's origin line, "--shield" for the flag */
+    struct conf_server *servers; /* at least one */
+    size_t n_servers;
+    struct conf_upstream_opts opts;
+    unsigned line; /* where the block starts; 0 when made from a site line or flag */
+    bool implicit;
+    bool shield; /* some site lists it in `shields` */
+    bool tls; /* --shield https://: speak TLS to these shields */
 };
 
 /* `passthrough NAME HOST:PORT`: raw TLS whose SNI is NAME (exact, *.suffix or *) goes to
@@ -65,8 +122,11 @@ struct conf_site {
     char **names; /* lower-cased hostnames without port; "*" = catch-all; "*.example.com" =
                      any name below example.com (not example.com itself) */
     size_t n_names;
-    struct conf_addr *origins; /* at least one */
+    struct conf_addr *origins; /* the inline `origin` line, if any (else origin_pool is set) */
     size_t n_origins;
+    size_t upstream; /* index in config->upstreams: the origin servers */
+    size_t *shields; /* indexes in config->upstreams: the shield groups, in fallback order */
+    size_t n_shields; /* 0 on a shield */
     struct cache_site_policy policy; /* per-site values, global defaults merged in */
     struct conf_site_opts opts; /* same, for the options that are not cache policy */
     unsigned line; /* where the block starts; 0 for --origin */
@@ -96,6 +156,8 @@ struct config {
     size_t n_passthrough;
     struct conf_addr admin;
     bool admin_enabled;
+    unsigned role; /* enum conf_role */
+    char *health_path; /* path this node answers itself for health checks; NULL = off */
     unsigned workers; /* 0 in the file means one per online CPU: resolved by conf_load() */
     char *node_name; /* default: gethostname(), resolved by conf_load() */
     char *cache_dir;
@@ -120,6 +182,7 @@ struct config {
     int64_t upstream_idle_timeout_ms;
     uint64_t upstream_keepalive;
     uint64_t upstream_retries;
+    uint64_t retry_budget_pct;
     bool debug_api;
     /* TLS (server side; the certificate itself is per site, see conf_site_opts) */
     char *tls_min_version; /* "1.2" or "1.3" */
@@ -148,6 +211,9 @@ struct config {
     int64_t alt_svc_max_age_ms; /* ma= of Alt-Svc */
     struct cache_site_policy defaults; /* global per-site defaults (seconds) */
     struct conf_site_opts site_defaults; /* global defaults of conf_site_opts */
+    struct conf_upstream_opts upstream_defaults; /* global defaults of upstream blocks */
+    struct conf_upstream *upstreams; /* blocks, then the sites' implicit ones */
+    size_t n_upstreams;
     struct conf_site *sites;
     size_t n_sites;
 };

@@ -42,6 +42,20 @@ static const char *type_name(enum conf_type t)
         return "name addr";
     case CONF_T_TLS_VERSION:
         return "1.2|1.3";
+    case CONF_T_ROLE:
+        return "edge|shield";
+    case CONF_T_BALANCE:
+        return "algorithm";
+    case CONF_T_PATH_OFF:
+        return "path|off";
+    case CONF_T_NAMES:
+        return "name...";
+    case CONF_T_STATUS:
+        return "status";
+    case CONF_T_UPSTREAM:
+        return "block";
+    case CONF_T_SERVERS:
+        return "server";
     }
     return "?";
 }
@@ -50,6 +64,10 @@ static const char *context_name(int ctx)
 {
     if (ctx == (CONF_CTX_GLOBAL | CONF_CTX_SITE))
         return "global, site";
+    if (ctx == (CONF_CTX_GLOBAL | CONF_CTX_UPSTREAM))
+        return "global, upstream";
+    if (ctx == CONF_CTX_UPSTREAM)
+        return "upstream";
     return ctx == CONF_CTX_SITE ? "site" : "global";
 }
 
@@ -123,7 +141,8 @@ void conf_help_print(FILE *f, bool markdown)
         fputs("Generated from `conf/options.h` by `scripts/gen-config-doc.sh` "
               "(`outpostd --help-config=markdown`); do not edit by hand.\n"
               "Options of context `global, site` set outside a `site` block are the defaults "
-              "of every site that does not set them. `reload`: a configuration reload may "
+              "of every site that does not set them; likewise `global, upstream` for `upstream` "
+              "blocks (and for the servers of a site's inline `origin` line). `reload`: a configuration reload may "
               "change it; `restart`: it takes a restart.\n\n",
               f);
         fputs("| option | type | default | bounds | reload | context | description |\n"
@@ -156,6 +175,11 @@ void conf_usage_print(FILE *f)
           "  -c, --config FILE         the config file\n"
           "  --listen ADDR:PORT        client listener (repeatable; replaces the file's listen)\n"
           "  --origin URL              http(s)://HOST:PORT: a catch-all site (*) with that origin\n"
+          "                            (repeatable; with --shield, the fallback origin)\n"
+          "  --role edge|shield        edge (default): misses go to shields, then the origin;\n"
+          "                            shield: misses go to the origin\n"
+          "  --shield URL              http(s)://HOST:PORT of a shield (repeatable): an edge sends\n"
+          "                            each miss to one shield, chosen by hashing its cache key\n"
           "  --tls-listen ADDR:PORT    TLS listener, HTTP/1.1 and HTTP/2 by ALPN (repeatable)\n"
           "  --h3-listen ADDR:PORT     HTTP/3 (QUIC) listener on UDP, same --cert/--key "
           "(repeatable)\n"

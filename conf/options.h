@@ -43,11 +43,20 @@ enum conf_type {
     CONF_T_ORIGINS, /* origin HOST:PORT... inside a site */
     CONF_T_ROUTE, /* NAME HOST:PORT, repeatable (passthrough) */
     CONF_T_TLS_VERSION, /* 1.2 or 1.3, kept as a string */
+    CONF_T_ROLE, /* edge|shield into unsigned (enum conf_role) */
+    CONF_T_BALANCE, /* round_robin|least_conn|hash into unsigned (enum conf_balance) */
+    CONF_T_PATH_OFF, /* an absolute URI path ("/...") or off (NULL), char * */
+    CONF_T_NAMES, /* one or more upstream block names, kept space-separated in a char * */
+    CONF_T_STATUS, /* 200, 2xx or 200-399: health_status with its lo/hi (conf_upstream_opts) */
+    CONF_T_UPSTREAM, /* upstream NAME { ... } */
+    CONF_T_SERVERS, /* server HOST:PORT [weight=N] [max_conns=N] inside an upstream */
 };
 
 enum {
     CONF_CTX_GLOBAL = 1,
     CONF_CTX_SITE = 2,
+    CONF_CTX_UPSTREAM = 4, /* inside an upstream block; with GLOBAL, the global value is the
+                              default of every block */
 };
 
 enum {
@@ -61,6 +70,10 @@ enum {
  * carries this bit so that one OFFSET column serves both structs. */
 #define CONF_OPTS_BIT ((size_t)1 << 30)
 #define CONF_S(f) (CONF_OPTS_BIT | offsetof(struct conf_site_opts, f))
+/* Upstream block options, stored in struct conf_upstream_opts. */
+#define CONF_UPS_BIT ((size_t)1 << 29)
+#define CONF_U(f) (CONF_UPS_BIT | offsetof(struct conf_upstream_opts, f))
+#define CONF_UPS (CONF_CTX_GLOBAL | CONF_CTX_UPSTREAM)
 #define CONF_KIB 1024ULL
 #define CONF_MIB (1024ULL * 1024)
 #define CONF_GIB (1024ULL * 1024 * 1024)
@@ -141,8 +154,56 @@ enum {
       CONF_G(upstream_keepalive), "32", 0, 10000, CONF_RELOAD,                                     \
       "Idle keep-alive connections kept per origin; 0 = close after each response")                \
     X(UPSTREAM_RETRIES, "upstream_retries", CONF_T_COUNT, CONF_CTX_GLOBAL,                         \
-      CONF_G(upstream_retries), "1", 0, 5, CONF_RELOAD,                                            \
-      "Further attempts of an idempotent request after an origin connection fails")               \
+      CONF_G(upstream_retries), "2", 0, 5, CONF_RELOAD,                                            \
+      "Further attempts (next server, shield or group) of an idempotent request that failed "     \
+      "before any response byte")                                                                  \
+    X(RETRY_BUDGET, "retry_budget", CONF_T_COUNT, CONF_CTX_GLOBAL, CONF_G(retry_budget_pct), "20", \
+      0, 100, CONF_RELOAD,                                                                         \
+      "Retries allowed per upstream group, in percent of its requests over 10 s (plus 3/s)")     \
+    X(ROLE, "role", CONF_T_ROLE, CONF_CTX_GLOBAL, CONF_G(role), "edge", 0, 0, CONF_RESTART,        \
+      "edge: misses go to the site's shields, then its origin; shield: misses go to the origin")  \
+    X(HEALTH_PATH, "health_path", CONF_T_PATH_OFF, CONF_CTX_GLOBAL, CONF_G(health_path),           \
+      "/_outpost/health", 0, 0, CONF_RELOAD,                                                       \
+      "Path this node answers itself on client listeners (200, or 503 while stopping), for "      \
+      "health checks; off = none")                                                                 \
+    X(SHIELDS, "shields", CONF_T_NAMES, CONF_BOTH, CONF_S(shields), NULL, 0, 0, CONF_RELOAD,        \
+      "Shield groups (upstream block names) an edge sends misses to, in fallback order")          \
+    X(SHIELD_FALLBACK_ORIGIN, "shield_fallback_origin", CONF_T_BOOL, CONF_BOTH,                    \
+      CONF_S(shield_fallback_origin), "on", 0, 0, CONF_RELOAD,                                     \
+      "When every shield group is down, fetch from the origin directly")                         \
+    X(UPSTREAM, "upstream", CONF_T_UPSTREAM, CONF_CTX_GLOBAL, 0, NULL, 0, 0, CONF_RELOAD,          \
+      "Block naming a group of servers: origin servers (origin_pool) or shields (shields)")       \
+    X(SERVER, "server", CONF_T_SERVERS, CONF_CTX_UPSTREAM, 0, NULL, 0, 0, CONF_RELOAD,             \
+      "server HOST:PORT [weight=1..1000] [max_conns=N]: a server of the upstream; repeatable")    \
+    X(BALANCE, "balance", CONF_T_BALANCE, CONF_UPS, CONF_U(balance), "round_robin", 0, 0,          \
+      CONF_RELOAD, "round_robin, least_conn or hash (of the cache key); shield groups always hash")\
+    X(SLOW_START, "slow_start", CONF_T_DURATION, CONF_UPS, CONF_U(slow_start_ms), "0", 0,          \
+      3600 * CONF_SEC, CONF_RELOAD, "A server back in rotation ramps up to its weight over this")  \
+    X(HEALTH_CHECK, "health_check", CONF_T_PATH_OFF, CONF_UPS, CONF_U(health_check), "off", 0, 0,  \
+      CONF_RELOAD, "Path of the active health check (GET), or off; shield groups default to "     \
+      "health_path")                                                                               \
+    X(HEALTH_HOST, "health_host", CONF_T_STRING, CONF_UPS, CONF_U(health_host), NULL, 0, 0,        \
+      CONF_RELOAD, "Host header of health checks; default: the server's HOST:PORT")               \
+    X(HEALTH_INTERVAL, "health_interval", CONF_T_DURATION, CONF_UPS, CONF_U(health_interval_ms),   \
+      "2s", 100, 3600 * CONF_SEC, CONF_RELOAD, "Time between two active checks of a server")      \
+    X(HEALTH_TIMEOUT, "health_timeout", CONF_T_DURATION, CONF_UPS, CONF_U(health_timeout_ms),      \
+      "1s", 10, 60 * CONF_SEC, CONF_RELOAD, "An active check without a response head by then fails")\
+    X(HEALTH_RISE, "health_rise", CONF_T_COUNT, CONF_UPS, CONF_U(health_rise), "2", 1, 100,        \
+      CONF_RELOAD, "Consecutive passed checks that bring a server back")                          \
+    X(HEALTH_FALL, "health_fall", CONF_T_COUNT, CONF_UPS, CONF_U(health_fall), "3", 1, 100,        \
+      CONF_RELOAD, "Consecutive failed checks that take a server out")                            \
+    X(HEALTH_STATUS, "health_status", CONF_T_STATUS, CONF_UPS, CONF_U(health_status), "200-399",   \
+      0, 0, CONF_RELOAD, "Statuses that pass a check: 200, 2xx or a range such as 200-399")       \
+    X(PASSIVE_FAILURES, "passive_failures", CONF_T_COUNT, CONF_UPS, CONF_U(passive_failures), "5", \
+      0, 1000000, CONF_RELOAD,                                                                     \
+      "Failed requests (connect errors, timeouts, 5xx) in the window that eject a server; 0 = off")\
+    X(PASSIVE_RATIO, "passive_ratio", CONF_T_COUNT, CONF_UPS, CONF_U(passive_ratio), "50", 0, 100, \
+      CONF_RELOAD, "Percent of failed requests (of at least 10 in the window) that eject; 0 = off")\
+    X(PASSIVE_WINDOW, "passive_window", CONF_T_DURATION, CONF_UPS, CONF_U(passive_window_ms),      \
+      "10s", 100, 3600 * CONF_SEC, CONF_RELOAD, "Window over which request failures are counted")  \
+    X(PASSIVE_COOLDOWN, "passive_cooldown", CONF_T_DURATION, CONF_UPS,                             \
+      CONF_U(passive_cooldown_ms), "10s", 100, 3600 * CONF_SEC, CONF_RELOAD,                       \
+      "An ejected server waits this long (doubling up to 5m) before one trial request")           \
     X(DEBUG_API, "debug_api", CONF_T_BOOL, CONF_CTX_GLOBAL, CONF_G(debug_api), "off", 0, 0,        \
       CONF_RESTART, "Enable the /debug endpoints of the admin API (for tests only)")               \
     X(TLS_MIN_VERSION, "tls_min_version", CONF_T_TLS_VERSION, CONF_CTX_GLOBAL,                     \
@@ -258,7 +319,9 @@ enum {
     X(SITE, "site", CONF_T_SITE, CONF_CTX_GLOBAL, 0, NULL, 0, 0, CONF_RELOAD,                      \
       "Block of options for the Host names listed: exact, *.suffix or * (catch-all)")              \
     X(ORIGIN, "origin", CONF_T_ORIGINS, CONF_CTX_SITE, 0, NULL, 0, 0, CONF_RELOAD,                 \
-      "Origin servers of a site, HOST:PORT ...; required in every site")
+      "Origin servers of a site, HOST:PORT ...; each site has this or origin_pool")               \
+    X(ORIGIN_POOL, "origin_pool", CONF_T_STRING, CONF_CTX_SITE, CONF_S(origin_pool), NULL, 0, 0,   \
+      CONF_RELOAD, "The upstream block whose servers are the site's origin (instead of origin)")
 /* clang-format on */
 
 enum conf_opt {

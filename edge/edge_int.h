@@ -32,6 +32,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "balance/balance.h"
 #include "cache/cache.h"
 #include "conf/conf.h"
 #include "edge/edge.h"
@@ -144,8 +145,7 @@ struct worker {
     size_t n_listeners;
     struct event *stop_ev; /* activated from the main thread to stop */
     struct event *reap_ev; /* deferred frees, end of loop iteration */
-    struct upstream_pool *pools; /* one per origin server of every site */
-    size_t n_pools;
+    struct worker_group *groups; /* one per upstream group (e->groups), same index */
     struct metrics metrics;
     struct h1_conn *conns; /* open client connections (list, for shutdown) */
     struct h1_conn *reap; /* closed connections freed at the end of the iteration */
@@ -169,6 +169,9 @@ struct edge {
     FILE *access_log; /* shared: writes are single fwrite of a whole line + lock */
     pthread_mutex_t log_lock;
     struct admin *admin;
+    struct up_group *groups; /* one per config->upstreams entry, same index */
+    size_t n_groups;
+    struct hcheck *hcheck; /* active health checks, on the control thread */
     /* fetch table for request collapsing: shared, lock `fetch_lock` */
     pthread_mutex_t fetch_lock;
     struct fetch **fetch_tab;
@@ -433,6 +436,90 @@ enum fetch_state fetch_reader_wait(struct fetch_reader *r);
 void fetch_table_init(struct edge *e);
 void fetch_table_fini(struct edge *e);
 
+/* ---- upstream groups: servers, health, choice (upgroup.c) ------------------------------- */
+
+/*
+ * Each `upstream` of the config (origin pools, shield groups, a site's inline origin line)
+ * becomes a struct up_group with one struct up_server per server. Health is node-wide: one
+ * struct health per server under the server's lock, fed by every worker's request outcomes
+ * (passive) and by the control thread's active checks (hcheck.c); its state is published in
+ * `state` for lock-free reads. Each worker keeps its own struct balance per group (the
+ * algorithm's position, its own connection counts) and brings it up to date with the
+ * published states before each choice. Connection pools are per worker, group and server.
+ */
+struct up_group;
+
+struct up_server {
+    struct up_group *g;
+    size_t idx; /* in g->servers and in the group's struct balance */
+    const struct conf_server *conf;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    bool resolved;
+    pthread_mutex_t lock; /* guards `health` */
+    struct health health;
+    _Atomic int state; /* enum health_state, published after every change */
+    /* relaxed counters, for /status and /metrics */
+    _Atomic uint64_t requests; /* outcomes recorded */
+    _Atomic uint64_t failures; /* of which failed: connect, timeout, 5xx */
+    _Atomic uint64_t checks; /* active checks run */
+    _Atomic uint64_t checks_failed;
+    _Atomic int check_status; /* status of the last active check; 0 = none, -1 = no response */
+    _Atomic int64_t check_latency_us; /* of the last active check */
+    _Atomic uint64_t transitions; /* health state changes */
+};
+
+struct up_group {
+    const struct conf_upstream *conf;
+    size_t idx; /* in e->groups and config->upstreams */
+    struct up_server *servers;
+    size_t n;
+    bool shield; /* a shield group: rendezvous hashing of the cache key */
+    /* TLS towards these servers: shield groups from --shield https://, origin pools from the
+     * upstream_tls options of the sites using them (conf checks that they agree) */
+    bool tls;
+    const char *tls_ca;
+    const char *tls_name; /* NULL: each server's host */
+    bool tls_verify;
+};
+
+/* Per worker, per group: the worker's own balancing state and connection pools. */
+struct worker_group {
+    struct balance *bal;
+    struct retry_budget budget;
+    int *seen; /* the health state last given to `bal`, per server */
+    struct upstream_pool **pools; /* one per server */
+};
+
+/* Build e->groups from the config (resolves addresses). Returns 0 or -1 with a log line. */
+int upgroups_init(struct edge *e);
+void upgroups_fini(struct edge *e);
+/* Per worker: balance sets, retry budgets and pools for every group. */
+void worker_groups_init(struct worker *w);
+void worker_groups_fini(struct worker *w);
+/* Monotonic milliseconds (health and balancing clock). */
+int64_t edge_mono_ms(void);
+/* Passive health: the outcome of one request to s, from any worker. */
+void up_server_record(struct up_server *s, enum health_outcome o);
+/* Active health: the result of one check of s (control thread). `status` is the response
+ * status, or -1 without a response; latency in microseconds. */
+void up_server_check_result(struct up_server *s, bool ok, int status, int64_t latency_us);
+/* Apply cool-down ends (passive ejections that become probing); control thread, periodic. */
+void upgroups_tick(struct edge *e);
+/* The group's health state of server i as last published. */
+enum health_state up_server_state(const struct up_server *s);
+/* /status JSON ("upstreams":[...]) and /metrics lines for every group and server. */
+void upgroups_status_json(struct edge *e, struct buf *b);
+void upgroups_metrics(struct edge *e, struct buf *b);
+
+/* ---- active health checks (hcheck.c), on the control thread ------------------------------ */
+
+struct hcheck;
+/* Start periodic checks of every server of every group whose conf has health_check set, on
+ * `base` (the control thread's). Results go to up_server_check_result(). */
+int hcheck_start(struct edge *e, struct event_base *base, struct hcheck **out);
+void hcheck_stop(struct hcheck **h);
+
 /* ---- upstream client --------------------------------------------------------------------- */
 
 struct upstream_pool;
@@ -447,11 +534,13 @@ struct upstream_cbs {
 };
 
 struct upstream;
-/* Send a request head (already serialised in `head`) on a pooled or new connection to a
- * server of `site`. Returns the connection, which calls back through `cbs`. */
-struct upstream *upstream_request(struct worker *w, const struct conf_site *site, int attempt,
-                                  struct evbuffer *head, bool head_request,
-                                  const struct upstream_cbs *cbs, void *arg);
+/* Send a request head (already serialised in `head`) on a pooled or new connection to server
+ * `server` of group `group`; the caller has counted it with balance_conn_start(), and the
+ * upstream counts its end (balance_conn_end()) when it is released, fails or is abandoned.
+ * Returns the connection, which calls back through `cbs`, or NULL when no connection can be
+ * opened (counted as a connect failure). */
+struct upstream *upstream_request(struct worker *w, size_t group, int server, struct evbuffer *head,
+                                  bool head_request, const struct upstream_cbs *cbs, void *arg);
 /* Append request body bytes; `eof` after the last. */
 void upstream_send_body(struct upstream *u, struct evbuffer *data, bool eof);
 size_t upstream_req_pending(struct upstream *u);
@@ -461,8 +550,9 @@ void upstream_resume(struct upstream *u);
 /* The fetch no longer wants this connection (error or done early): close it. */
 void upstream_abandon(struct upstream *u);
 const char *upstream_addr(struct upstream *u);
-void upstream_pools_init(struct worker *w);
-void upstream_pools_fini(struct worker *w);
+/* A worker's pool for one server: TLS context and idle connections. */
+struct upstream_pool *upstream_pool_new(struct worker *w, struct up_server *s);
+void upstream_pool_free(struct upstream_pool **p);
 
 /* ---- field sections: the request and response heads of HTTP/2 and HTTP/3 (fieldsec.c) --- */
 

@@ -189,10 +189,12 @@ class Origin:
         self.errors = []  # exceptions inside handlers: a test may assert it is empty
 
     # lifecycle
-    def start(self):
+    def start(self, port=0):
+        """Listen on `port` (0: a free one). A test that brings an origin back after
+        shutdown() starts a new Origin on the old one's port."""
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, 0))
+        s.bind((HOST, port))
         s.listen(256)
         s.settimeout(0.2)
         self._sock = s

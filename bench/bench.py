@@ -49,16 +49,17 @@ ROWS = {
     "miss": ("miss", "/u/", "miss path: a unique URL per request (wrk -c64 -t1, lua)"),
     "h3-1k": ("h3", "/f/1k", "HTTP/3 hits, 1 KiB (h3load -c32 -m16; bench/h3load)"),
     "h3-128k": ("h3", "/f/128k", "HTTP/3 hits, 128 KiB (h3load -c32 -m16; bench/h3load)"),
-    "tiered": ("na", None, "tiered (edge -> shield -> origin) hits and misses"),
+    "tiered": ("tiered", "/u/", "miss path through tiers: origin direct, nginx proxy_pass, "
+               "edge -> origin, edge -> shield -> origin (wrk -c64 -t1, lua; latency also "
+               "with -c1)"),
 }
-NA_ROWS = {
-    "tiered": "not yet possible: Outpost shield/tier support is a later issue",
-}
+NA_ROWS = {}
 ALL_ROWS = ["h1-1k", "h1-16k", "h1-128k", "h1-1m", "h2-1k", "h2-128k", "tls-conn", "miss",
             "h3-1k", "h3-128k", "tiered"]
 QUICK_ROWS = ["h1-1k", "h1-1m", "h2-1k", "tls-conn", "miss", "h3-1k", "tiered"]
 
-ALL_PEERS = ["nginx-ceiling", "nginx-static-1k", "nginx-proxy-cache", "varnish", "ats", "outpost"]
+ALL_PEERS = ["nginx-ceiling", "nginx-static-1k", "nginx-proxy-cache", "nginx-proxy-pass",
+             "varnish", "ats", "outpost", "outpost-tiered"]
 
 
 def log(msg):
@@ -180,14 +181,15 @@ def mapped_file_rss_kb(pid, suffix):
 
 
 class RssSampler(threading.Thread):
-    def __init__(self, pid, interval=0.25):
+    def __init__(self, pids, interval=0.25):
+        """pids: a function returning the processes to sum (they may change)."""
         super().__init__(daemon=True)
-        self.pid, self.interval, self.peak_kb = pid, interval, 0
+        self.pids, self.interval, self.peak_kb = pids, interval, 0
         self.stop_ev = threading.Event()
 
     def run(self):
         while not self.stop_ev.is_set():
-            kb = sum(status_kb(p, "VmRSS") for p in tree(self.pid))
+            kb = sum(status_kb(p, "VmRSS") for p in self.pids())
             self.peak_kb = max(self.peak_kb, kb)
             self.stop_ev.wait(self.interval)
 
@@ -372,7 +374,9 @@ class Peer:
     tls = False
     caches = True
     only_rows = None  # None = every row
+    only_rows_reason = "a fixed 1 KiB response: 1 KiB rows only"
     skip_reason = None
+    tiers = None  # proxies between client and origin content, for the tiered row; None = n/a
 
     def __init__(self, env, origin):
         self.env, self.origin = env, origin
@@ -394,7 +398,9 @@ class Peer:
     def row_na(self, row):
         kind = ROWS[row][0]
         if self.only_rows is not None and row not in self.only_rows:
-            return "a fixed 1 KiB response: 1 KiB rows only"
+            return self.only_rows_reason
+        if kind == "tiered" and self.tiers is None:
+            return "not in the tiered comparison (its miss path is the miss row)"
         if kind in ("h2", "tlsconn") and not self.tls:
             return self.no_tls_reason
         if kind == "h3" and not self.h3:
@@ -411,11 +417,16 @@ class Peer:
     def extra_stats(self):
         return {}
 
+    def server_pids(self):
+        """Every process of the server under test: CPU and memory are summed over them."""
+        return tree(self.proc.pid) if self.proc is not None else []
+
 
 class NginxCeiling(Peer):
     name = "nginx-ceiling"
     tls = True
     caches = False
+    tiers = 0  # the origin's content served directly: the tiered row's baseline
 
     def available(self):
         return None if shutil.which("nginx") else "nginx not installed"
@@ -458,6 +469,7 @@ class NginxStatic1k(Peer):
 class NginxProxyCache(Peer):
     name = "nginx-proxy-cache"
     tls = True
+    tiers = 1
 
     def available(self):
         return None if shutil.which("nginx") else "nginx not installed"
@@ -490,6 +502,35 @@ class NginxProxyCache(Peer):
 
     def is_hit(self, headers):
         return headers.get("x-cache-status") == "HIT"
+
+
+class NginxProxyPass(Peer):
+    """nginx proxy_pass to the origin without a cache: the cost of one plain proxy tier."""
+    name = "nginx-proxy-pass"
+    caches = False
+    tiers = 1
+    only_rows = ("tiered",)
+    only_rows_reason = "no cache: only in the tiered row"
+
+    def available(self):
+        return None if shutil.which("nginx") else "nginx not installed"
+
+    def start(self):
+        body = """\
+    upstream origin {{
+        server 127.0.0.1:{oport};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        access_log off;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}""".format(oport=self.origin.port, port=self.port)
+        self.proc = start_nginx(self.env, self.name, body, self.port, SERVER_CPU)
 
 
 # ----------------------------------------------------------------------------------------
@@ -602,6 +643,7 @@ class TrafficServer(Peer):
 class Outpost(Peer):
     name = "outpost"
     no_tls_reason = "Outpost has no TLS yet (outpostd --help has no --tls-listen)"
+    tiers = 1  # edge -> origin
 
     def __init__(self, env, origin):
         super().__init__(env, origin)
@@ -644,12 +686,64 @@ class Outpost(Peer):
     def extra_stats(self):
         if self.proc is None:
             return {}
-        kb = sum(mapped_file_rss_kb(p, ".mdb") for p in tree(self.proc.pid))
+        kb = sum(mapped_file_rss_kb(p, ".mdb") for p in self.server_pids())
         return {"lmdb_resident_kib": kb}
 
 
-PEER_CLASSES = {c.name: c for c in (NginxCeiling, NginxStatic1k, NginxProxyCache, Varnish,
-                                    TrafficServer, Outpost)}
+class OutpostTiered(Outpost):
+    """An edge whose misses go to a shield (outpostd --role shield) in front of the origin:
+    two Outpost processes, both on the server CPU, their CPU and memory summed."""
+    name = "outpost-tiered"
+    tiers = 2
+    only_rows = ("tiered",)
+    only_rows_reason = "edge -> shield: only in the tiered row"
+
+    def __init__(self, env, origin):
+        super().__init__(env, origin)
+        self.tls = self.h3 = False
+        self.shield_port = free_port()
+        self.shield_admin_port = free_port()
+        self.shield = None
+
+    def available(self):
+        why = super().available()
+        if why is None and "--shield" not in self.help:
+            why = "outpostd --help has no --shield"
+        return why
+
+    def start(self):
+        def argv(name, port, admin):
+            cache = self.env.path(name, "cache")
+            os.makedirs(cache, exist_ok=True)
+            return [self.bin, "--listen", "127.0.0.1:%d" % port,
+                    "--origin", "http://127.0.0.1:%d" % self.origin.port, "--cache-dir", cache,
+                    "--workers", "1", "--admin", "127.0.0.1:%d" % admin,
+                    "--set", "access_log=off", "--set", "node_name=bench-" + name]
+        self.shield = self.env.start("outpost-shield",
+                                     argv("shield", self.shield_port, self.shield_admin_port)
+                                     + ["--role", "shield"], SERVER_CPU)
+        if not wait_port(self.shield_port, proc=self.shield):
+            raise RuntimeError("outpostd shield did not start: "
+                               + tail(self.env.path("outpost-shield.out")))
+        self.proc = self.env.start(self.name, argv("edge", self.port, self.admin_port) + [
+            "--shield", "http://127.0.0.1:%d" % self.shield_port], SERVER_CPU)
+        if not wait_port(self.port, proc=self.proc):
+            raise RuntimeError("outpostd edge did not start: "
+                               + tail(self.env.path(self.name + ".out")))
+
+    def stop(self):
+        super().stop()
+        if self.shield is not None:
+            self.env.stop(self.shield)
+            self.shield = None
+
+    def server_pids(self):
+        pids = super().server_pids()
+        return pids + (tree(self.shield.pid) if self.shield is not None else [])
+
+
+PEER_CLASSES = {c.name: c for c in (NginxCeiling, NginxStatic1k, NginxProxyCache, NginxProxyPass,
+                                    Varnish, TrafficServer, Outpost, OutpostTiered)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -821,10 +915,9 @@ def warm(peer, path):
 
 def measure(args, env, origin, peer, row, lua, tag):
     kind, path = ROWS[row][0], ROWS[row][1]
-    root = peer.proc.pid
-    sampler = RssSampler(root)
+    sampler = RssSampler(peer.server_pids)
     fetch0 = origin.fetches()
-    before = cpu_snapshot(tree(root))
+    before = cpu_snapshot(peer.server_pids())
     obefore = cpu_snapshot(tree(origin.proc.pid))
     busy0 = system_busy_s()
     sampler.start()
@@ -832,7 +925,7 @@ def measure(args, env, origin, peer, row, lua, tag):
         if kind == "h1":
             r = wrk_round(lua["h1"], "http://127.0.0.1:%d%s" % (peer.port, path), args.duration,
                           args.connections)
-        elif kind == "miss":
+        elif kind in ("miss", "tiered"):
             r = wrk_round(lua["miss"], "http://127.0.0.1:%d/" % peer.port, args.duration,
                           args.connections, (tag,))
         elif kind == "tlsconn":
@@ -847,7 +940,7 @@ def measure(args, env, origin, peer, row, lua, tag):
             raise RuntimeError(kind)
     finally:
         sampler.stop()
-    after = cpu_snapshot(tree(root))
+    after = cpu_snapshot(peer.server_pids())
     oafter = cpu_snapshot(tree(origin.proc.pid))
     busy = system_busy_s() - busy0
     time.sleep(0.05)
@@ -868,10 +961,17 @@ def measure(args, env, origin, peer, row, lua, tag):
     r["other_cpu_util"] = max(0.0, busy - cpu - r["client_cpu_s"]
                               - cpu_seconds(obefore, oafter)) / total_secs
     r["peak_rss_kib"] = sampler.peak_kb
-    r["hwm_kib"] = sum(status_kb(p, "VmHWM") for p in tree(root))
+    r["hwm_kib"] = sum(status_kb(p, "VmHWM") for p in peer.server_pids())
     r["origin_fetches"] = fetches
     r["origin_fetches_per_req"] = fetches / r["requests"] if r["requests"] else 0.0
     r.update(peer.extra_stats())
+    if kind == "tiered":
+        # latency without queueing: one connection, one request at a time, after the CPU and
+        # origin accounting of the loaded run above
+        lat = wrk_round(lua["miss"], "http://127.0.0.1:%d/" % peer.port,
+                        max(2, args.duration // 3), 1, (tag + "-c1",))
+        r["lat1_p50_ms"], r["lat1_p99_ms"] = lat["p50_ms"], lat["p99_ms"]
+        r["errors"] += lat["errors"]
     return r
 
 
@@ -885,8 +985,9 @@ def med(vals):
 def summarize(rounds):
     s = {}
     for k in ("rps", "p50_ms", "p99_ms", "mibps", "req_per_cpu_s", "server_cpu_util",
-              "client_cpu_util", "origin_cpu_util", "other_cpu_util", "peak_rss_kib", "hwm_kib", "origin_fetches_per_req", "errors",
-              "lmdb_resident_kib"):
+              "client_cpu_util", "origin_cpu_util", "other_cpu_util", "peak_rss_kib", "hwm_kib",
+              "origin_fetches_per_req", "errors", "lmdb_resident_kib", "lat1_p50_ms",
+              "lat1_p99_ms"):
         vals = [r[k] for r in rounds if k in r]
         if vals:
             s[k] = {"median": med(vals), "min": min(vals), "max": max(vals)}
@@ -962,10 +1063,57 @@ def table(results, rows, peers, meta):
             if e.get("notes"):
                 out[-1] += " " + "; ".join(sorted(set(e["notes"])))
         out.append("")
+        if ROWS[row][0] == "tiered":
+            out.extend(tier_table(results, row, peers))
     out.append("### Targets (issues 3, 4, 5)")
     out.append("")
     out.extend(targets(results))
     return "\n".join(out) + "\n"
+
+
+def tier_table(results, row, peers):
+    """The tiered row per tier: throughput against nginx proxy_pass, and the latency each
+    proxy tier adds over the origin alone (nginx-ceiling serves the origin's content), measured
+    with one connection so that queueing does not count."""
+    def m(peer, k):
+        try:
+            return results[row][peer]["summary"][k]["median"]
+        except KeyError:
+            return None
+
+    base = m("nginx-ceiling", "lat1_p50_ms")
+    ref_rps = m("nginx-proxy-pass", "rps")
+    ref_tiers = PEER_CLASSES["nginx-proxy-pass"].tiers
+    ref_add = (m("nginx-proxy-pass", "lat1_p50_ms") - base) / ref_tiers if (
+        base is not None and m("nginx-proxy-pass", "lat1_p50_ms") is not None) else None
+    out = ["Per tier (p50 with 1 connection; added = p50 - origin direct's p50, divided by the "
+           "tiers; origin direct = nginx-ceiling%s):" % (
+               ", p50 %.3f ms" % base if base is not None else ": not measured"), "",
+           "| peer | tiers | req/s | req/s vs proxy_pass | p50 ms (1 conn) | p99 ms (1 conn) "
+           "| added ms per tier | added per tier vs proxy_pass |",
+           "|---|---|---|---|---|---|---|---|"]
+    for peer in peers:
+        tiers = PEER_CLASSES[peer].tiers
+        rps, p50, p99 = m(peer, "rps"), m(peer, "lat1_p50_ms"), m(peer, "lat1_p99_ms")
+        if tiers is None or rps is None:
+            continue
+        add = (p50 - base) / tiers if tiers and p50 is not None and base is not None else None
+        out.append("| %s | %d | %.0f | %s | %s | %s | %s | %s |" % (
+            peer, tiers, rps, "%.2fx" % (rps / ref_rps) if ref_rps else "-",
+            "%.3f" % p50 if p50 is not None else "-", "%.3f" % p99 if p99 is not None else "-",
+            "%.3f" % add if add is not None else "-",
+            "%.2fx" % (add / ref_add) if add is not None and ref_add else "-"))
+    out.append("")
+    one, two = m("outpost", "lat1_p50_ms"), m("outpost-tiered", "lat1_p50_ms")
+    r1, r2 = m("outpost", "rps"), m("outpost-tiered", "rps")
+    if None not in (one, two, r1, r2) and r2:
+        out.append("The shield tier (outpost-tiered over outpost, edge -> origin): %+.3f ms p50 "
+                   "with 1 connection, req/s x%.2f on the same CPU.%s" % (
+                       two - one, r2 / r1,
+                       " nginx proxy_pass adds %.3f ms." % ref_add if ref_add is not None
+                       else ""))
+        out.append("")
+    return out
 
 
 def targets(results):
@@ -1166,7 +1314,7 @@ def main(argv):
                 order = active[rnd % len(active):] + active[:rnd % len(active)] if active else []
                 for p in order:
                     e = res[p.name]
-                    if kind != "miss":
+                    if kind not in ("miss", "tiered"):
                         hit = warm(p, ROWS[row][1])
                         if p.caches and hit is False:
                             e["notes"].append("warm hit NOT confirmed")
@@ -1180,7 +1328,7 @@ def main(argv):
                         continue
                     if r["errors"]:
                         e["notes"].append("errors: %d" % r["errors"])
-                    if kind != "miss" and p.caches and r["origin_fetches"] > 0:
+                    if kind not in ("miss", "tiered") and p.caches and r["origin_fetches"] > 0:
                         e["notes"].append("origin fetches during hit round")
                     e["rounds"].append(r)
                     log("%-8s %-18s round %d: %8.0f req/s  p99 %6.2f ms  %8.0f req/CPU-s  "

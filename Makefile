@@ -3,7 +3,7 @@
 #   make                 build outpostd and outpostctl
 #   make test            unit tests, fuzz corpus replay, end-to-end tests (installs missing deps)
 #   make unit | e2e      one part of the suite
-#   make run             local origin + shield + edge on loopback (installs missing deps)
+#   make run             local origin + shield + 2 edges on loopback (installs missing deps)
 #   make fuzz            libFuzzer binaries (clang) under build/fuzz/
 #   make bench           side-by-side benchmarks (bench/README.md)
 #   make lint | format | format-check

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# scripts/run-local.sh: `make run` after the build. Starts a local origin serving sample files
-# (scripts/sample-origin.py) and one edge (outpostd) in front of it on loopback (plaintext
-# HTTP/1.1 and h2c, HTTPS with HTTP/1.1 and HTTP/2, and HTTP/3 on the HTTPS port number, with a
-# self-signed certificate made here for localhost and 127.0.0.1), waits until
-# both answer, prints what to try, and stays in the foreground until Ctrl-C (or SIGTERM).
-# Then it stops exactly the processes it started, by their pids, newest first.
+# scripts/run-local.sh: `make run` after the build. Starts, on loopback, the tiered topology of
+# a CDN in miniature: a local origin serving sample files (scripts/sample-origin.py), one
+# shield in front of it (outpostd --role shield) and two edges whose misses go to the shield
+# (outpostd --shield URL, with the origin as the fallback when the shield is down). The first
+# edge serves plaintext HTTP/1.1 and h2c, HTTPS with HTTP/1.1 and HTTP/2, and HTTP/3 on the
+# HTTPS port number, with a self-signed certificate made here for localhost and 127.0.0.1; the
+# second edge plaintext only. Each node has its own cache dir, ports and admin API. The script
+# waits until all answer, prints what to try, and stays in the foreground until Ctrl-C (or
+# SIGTERM). Then it stops exactly the processes it started, by their pids, newest first.
 #
 # Environment (all optional):
-#   OUTPOST_PORT=8080 ORIGIN_PORT=9000 ADMIN_PORT=8081   loopback ports
-#   TLS_PORT=8443               HTTPS (TCP) and HTTP/3 (UDP) port of the edge
-#   OUTPOST_RUN_DIR=.run        where the cache (cache/), origin files (origin/) and logs go
+#   OUTPOST_PORT=8080 ORIGIN_PORT=9000 ADMIN_PORT=8081   loopback ports (ADMIN: the first edge)
+#   TLS_PORT=8443               HTTPS (TCP) and HTTP/3 (UDP) port of the first edge
+#   EDGE2_PORT=8082 EDGE2_ADMIN_PORT=8083                 the second edge
+#   SHIELD_PORT=8090 SHIELD_ADMIN_PORT=8091               the shield
+#   OUTPOST_RUN_DIR=.run        where the caches (cache/, edge2-cache/, shield-cache/), origin
+#                               files (origin/) and the certificate (tls/) go
 #   OUTPOSTD=build/outpostd     the daemon (default: $BUILD/outpostd, build-san/ when SAN is set)
-#   OUTPOST_ARGS="..."          extra arguments for the edge (e.g. "--workers 1 --set x=y")
+#   OUTPOST_ARGS="..."          extra arguments for both edges (e.g. "--workers 1 --set x=y")
+#   SHIELD_ARGS="..."           extra arguments for the shield
 #   RUN_LOCAL_TIMEOUT=15        seconds to wait for each process to answer
 #   DEPS=0                      skip `scripts/deps.sh run` (python3 and curl for this script;
 #                               the Makefile's `deps` target only checks the build set)
@@ -26,6 +33,10 @@ OUTPOST_PORT=${OUTPOST_PORT:-8080}
 ORIGIN_PORT=${ORIGIN_PORT:-9000}
 ADMIN_PORT=${ADMIN_PORT:-8081}
 TLS_PORT=${TLS_PORT:-8443}
+EDGE2_PORT=${EDGE2_PORT:-8082}
+EDGE2_ADMIN_PORT=${EDGE2_ADMIN_PORT:-8083}
+SHIELD_PORT=${SHIELD_PORT:-8090}
+SHIELD_ADMIN_PORT=${SHIELD_ADMIN_PORT:-8091}
 RUN_DIR=${OUTPOST_RUN_DIR:-$ROOT/.run}
 TIMEOUT=${RUN_LOCAL_TIMEOUT:-15}
 PY=/usr/bin/python3
@@ -37,18 +48,17 @@ die() {
     exit 1
 }
 
-for p in "$OUTPOST_PORT" "$ORIGIN_PORT" "$ADMIN_PORT" "$TLS_PORT"; do
+PORT_VARS=(OUTPOST_PORT ORIGIN_PORT ADMIN_PORT TLS_PORT EDGE2_PORT EDGE2_ADMIN_PORT SHIELD_PORT
+    SHIELD_ADMIN_PORT)
+declare -A port_owner=()
+for v in "${PORT_VARS[@]}"; do
+    p=${!v}
     if ! [[ $p =~ ^[0-9]+$ ]] || [ "$p" -lt 1 ] || [ "$p" -gt 65535 ]; then
-        die "bad port: $p"
+        die "bad port: $v=$p"
     fi
+    [ -z "${port_owner[$p]:-}" ] || die "$v and ${port_owner[$p]} must differ (both $p)"
+    port_owner[$p]=$v
 done
-if [ "$OUTPOST_PORT" = "$ORIGIN_PORT" ] || [ "$OUTPOST_PORT" = "$ADMIN_PORT" ] ||
-    [ "$ORIGIN_PORT" = "$ADMIN_PORT" ]; then
-    die "OUTPOST_PORT, ORIGIN_PORT and ADMIN_PORT must differ"
-fi
-case "$TLS_PORT" in "$OUTPOST_PORT" | "$ORIGIN_PORT" | "$ADMIN_PORT")
-    die "TLS_PORT must differ from the other ports" ;;
-esac
 if [ "${DEPS:-1}" = 1 ]; then
     "$ROOT/scripts/deps.sh" run || die "scripts/deps.sh run failed"
 fi
@@ -59,13 +69,15 @@ command -v openssl >/dev/null 2>&1 || die "openssl not found: scripts/deps.sh ru
 
 # A port that accepts a connection is taken: say so now rather than fail half-started.
 port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-for p in "$ORIGIN_PORT" "$OUTPOST_PORT" "$ADMIN_PORT" "$TLS_PORT"; do
-    if port_busy "$p"; then
-        die "port $HOST:$p is already in use (set OUTPOST_PORT, ORIGIN_PORT, ADMIN_PORT or TLS_PORT)"
+for v in ORIGIN_PORT SHIELD_PORT SHIELD_ADMIN_PORT EDGE2_PORT EDGE2_ADMIN_PORT OUTPOST_PORT \
+    ADMIN_PORT TLS_PORT; do
+    if port_busy "${!v}"; then
+        die "port $HOST:${!v} is already in use (set $v; the ports: ${PORT_VARS[*]})"
     fi
 done
 
-mkdir -p "$RUN_DIR/cache" "$RUN_DIR/origin" "$RUN_DIR/tls" || die "cannot create $RUN_DIR"
+mkdir -p "$RUN_DIR/cache" "$RUN_DIR/edge2-cache" "$RUN_DIR/shield-cache" "$RUN_DIR/origin" \
+    "$RUN_DIR/tls" || die "cannot create $RUN_DIR"
 # A self-signed certificate for the edge's HTTPS and HTTP/3 (made once; the openssl command-line
 # tool is a separate process: outpostd itself never loads OpenSSL)
 CERT=$RUN_DIR/tls/cert.pem
@@ -157,39 +169,57 @@ start sample-origin "$PY" "$ROOT/scripts/sample-origin.py" --host "$HOST" --port
     --dir "$RUN_DIR/origin" --quiet
 wait_until sample-origin 0 http_ok "http://$HOST:$ORIGIN_PORT/"
 
-# ---- SHIELD: started here once shields exist (a later issue) ---------------------------------
-# A shield is an outpostd between the origin and the edges. When the shield issue lands:
-#   SHIELD_PORT=${SHIELD_PORT:-8090}; add it to the port checks above, then
-#   start shield "$OUTPOSTD" --listen "$HOST:$SHIELD_PORT" --origin "http://$HOST:$ORIGIN_PORT" \
-#       --cache-dir "$RUN_DIR/shield-cache" --admin off
-#   wait_until shield 1 port_busy "$SHIELD_PORT"
-# and point the edge at the shield (the shield's config syntax decides how), keeping the edge
-# the last process started so that it is the first stopped.
-# ----------------------------------------------------------------------------------------------
+# ---- the shield: misses of both edges go through it to the origin ------------------------
+# Each node gets a node_name: it names the node in Via, which the origin sees
+# ("1.1 edge1 (outpost), 1.1 shield1 (outpost shield)") and which stops loops.
+# shellcheck disable=SC2206 # SHIELD_ARGS is split into words on purpose
+shield_extra=(${SHIELD_ARGS:-})
+shield_idx=${#PIDS[@]}
+start shield "$OUTPOSTD" --role shield --listen "$HOST:$SHIELD_PORT" \
+    --origin "http://$HOST:$ORIGIN_PORT" --cache-dir "$RUN_DIR/shield-cache" \
+    --admin "$HOST:$SHIELD_ADMIN_PORT" --set node_name=shield1 "${shield_extra[@]}"
+wait_until shield "$shield_idx" http_ok "http://$HOST:$SHIELD_ADMIN_PORT/status"
+wait_until shield "$shield_idx" port_busy "$SHIELD_PORT"
 
-# ---- the edge ----------------------------------------------------------------------------
+# ---- the edges: --shield for misses, --origin as the fallback when the shield is down -----
 # shellcheck disable=SC2206 # OUTPOST_ARGS is split into words on purpose
 extra=(${OUTPOST_ARGS:-})
+tier=(--shield "http://$HOST:$SHIELD_PORT" --origin "http://$HOST:$ORIGIN_PORT")
+edge2_idx=${#PIDS[@]}
+start edge2 "$OUTPOSTD" --listen "$HOST:$EDGE2_PORT" "${tier[@]}" \
+    --cache-dir "$RUN_DIR/edge2-cache" --admin "$HOST:$EDGE2_ADMIN_PORT" --set node_name=edge2 \
+    "${extra[@]}"
+wait_until edge2 "$edge2_idx" http_ok "http://$HOST:$EDGE2_ADMIN_PORT/status"
+wait_until edge2 "$edge2_idx" port_busy "$EDGE2_PORT"
+
 edge_idx=${#PIDS[@]}
-start outpostd "$OUTPOSTD" --listen "$HOST:$OUTPOST_PORT" --origin "http://$HOST:$ORIGIN_PORT" \
+start outpostd "$OUTPOSTD" --listen "$HOST:$OUTPOST_PORT" "${tier[@]}" \
     --tls-listen "$HOST:$TLS_PORT" --h3-listen "$HOST:$TLS_PORT" --cert "$CERT" --key "$KEY" \
-    --cache-dir "$RUN_DIR/cache" --admin "$HOST:$ADMIN_PORT" "${extra[@]}"
+    --cache-dir "$RUN_DIR/cache" --admin "$HOST:$ADMIN_PORT" --set node_name=edge1 "${extra[@]}"
 wait_until outpostd "$edge_idx" http_ok "http://$HOST:$ADMIN_PORT/status"
 wait_until outpostd "$edge_idx" port_busy "$OUTPOST_PORT"
 
 E="http://$HOST:$OUTPOST_PORT"
 A="http://$HOST:$ADMIN_PORT"
+E2="http://$HOST:$EDGE2_PORT"
+S="http://$HOST:$SHIELD_PORT"
+SA="http://$HOST:$SHIELD_ADMIN_PORT"
 cat <<EOF
 
-Outpost is running on loopback. Ctrl-C stops it.
-  edge    $E/   outpostd pid ${PIDS[$edge_idx]}, cache in $RUN_DIR/cache
+Outpost is running on loopback (clients -> edge1 or edge2 -> shield1 -> origin). Ctrl-C stops it.
+  edge1   $E/   outpostd pid ${PIDS[$edge_idx]}, cache in $RUN_DIR/cache, admin $A/
           https://$HOST:$TLS_PORT/   HTTPS (HTTP/1.1, HTTP/2) and HTTP/3 (UDP), certificate $CERT
+  edge2   $E2/   outpostd pid ${PIDS[$edge2_idx]}, cache in $RUN_DIR/edge2-cache, admin http://$HOST:$EDGE2_ADMIN_PORT/
+  shield1 $S/   outpostd --role shield pid ${PIDS[$shield_idx]}, cache in $RUN_DIR/shield-cache, admin $SA/
   origin  http://$HOST:$ORIGIN_PORT/   sample-origin pid ${PIDS[0]}, files in $RUN_DIR/origin
   admin   $A/
 
 Try:
-  curl -i $E/1k.txt                  # first time: X-Cache: MISS
+  curl -i $E/1k.txt                  # first time: X-Cache: MISS (edge1 asked shield1, shield1 the origin)
   curl -i $E/1k.txt                  # again: X-Cache: HIT, with Age
+  curl -i -H 'Host: $HOST:$OUTPOST_PORT' $E2/1k.txt
+                                     # edge2, same Host so same cache key: its MISS is a HIT at
+                                     # shield1, the origin is not asked again
   curl -sI $E/1m.bin                 # HEAD of a 1 MiB object
   curl -i $E/api/time                # Cache-Control: no-store, never cached
   curl -i --compressed $E/vary       # Vary: Accept-Encoding (gzip variant)
@@ -198,7 +228,9 @@ Try:
   gtlsclient -q --exit-on-all-streams-close --download=. $HOST $TLS_PORT https://$HOST:$TLS_PORT/1k.txt
                                      # HTTP/3 (Debian's ngtcp2-client), writes ./1k.txt
   curl -s $A/metrics | grep ^outpost_
-  curl -s $A/status
+  curl -s $A/status                  # "upstreams": the shield group (--shield) and its health
+  curl -s $SA/metrics | grep ^outpost_upstream_   # the shield's requests to the origin
+  curl -s $S/_outpost/health         # what the edges' health checks ask the shield
 
 EOF
 

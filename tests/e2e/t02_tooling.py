@@ -1,11 +1,13 @@
 """t02: the project's own tooling, as the README promises it: scripts/deps.sh is quiet when every
 package is present, `make lint` passes on the tree and catches what it should, the sample origin
-speaks HTTP/1.1 with validators, and scripts/run-local.sh (`make run`) starts an origin and an
-edge on the ports it is given, answers through the edge, and on SIGINT leaves no process behind.
+speaks HTTP/1.1 with validators, and scripts/run-local.sh (`make run`) starts an origin, a
+shield and two edges on the ports it is given, answers through both edges (a miss goes through
+the shield to the origin), and on SIGINT leaves no process behind.
 
 Self-contained (no harness.py): these tests check the scripts, not the edge."""
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -13,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -244,14 +247,18 @@ def test_sample_origin_keepalive_validators_head(sample_origin):
 # ---- scripts/run-local.sh --------------------------------------------------------------------
 
 STUB_OUTPOSTD = r'''#!/usr/bin/python3
-# A stand-in for build/outpostd with the README's quick-start flags and an in-memory cache.
+# A stand-in for build/outpostd with the README's quick-start flags and an in-memory cache;
+# with --shield, misses go to the first shield instead of the origin.
 import argparse, signal, sys, threading, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ap = argparse.ArgumentParser()
 for f in ("--listen", "--origin", "--cache-dir", "--admin", "--workers", "--tls-listen",
-          "--h3-listen", "--cert", "--key"):
+          "--h3-listen", "--cert", "--key", "--role"):
     ap.add_argument(f)
+ap.add_argument("--shield", action="append")
+ap.add_argument("--set", action="append")
 a = ap.parse_args()
+upstream = a.shield[0] if a.shield else a.origin
 cache = {}
 class Edge(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -267,7 +274,7 @@ class Edge(BaseHTTPRequestHandler):
     def do_GET(self):
         hit = self.path in cache
         if not hit:
-            with urllib.request.urlopen(a.origin + self.path) as r:
+            with urllib.request.urlopen(upstream + self.path) as r:
                 cache[self.path] = r.read()
         self.reply(cache[self.path], "HIT" if hit else "MISS")
 class Admin(Edge):
@@ -287,9 +294,10 @@ while True:
 '''
 
 
-def curl_x_cache(port, path):
-    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-D", "-", "--max-time", "10",
-                        "http://127.0.0.1:%d%s" % (port, path)],
+def curl_x_cache(port, path, host=None):
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-D", "-", "--max-time", "10"]
+                       + (["-H", "Host: " + host] if host else [])
+                       + ["http://127.0.0.1:%d%s" % (port, path)],
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, "curl exit %d" % r.returncode
     status = r.stdout.splitlines()[0] if r.stdout else ""
@@ -297,11 +305,29 @@ def curl_x_cache(port, path):
     return status, (m.group(1) if m else None)
 
 
+def admin_json(port, path="/status"):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as r:
+        assert r.status == 200
+        return json.loads(r.read())
+
+
+def upstream_requests(status, name):
+    """Requests recorded for the servers of upstream group `name` in a node's /status."""
+    for u in status["upstreams"]:
+        if u["name"] == name:
+            return sum(s["requests"] for s in u["servers"])
+    raise AssertionError("no upstream %r in %s" % (name, [u["name"] for u in status["upstreams"]]))
+
+
 def check_run_local(tmp_path, outpostd, tls=True):
-    edge, origin, admin, tls_port = free_ports(4)
-    assert 8080 not in (edge, origin, admin) and 9000 not in (edge, origin, admin)
+    """tls: the real outpostd (HTTPS, HTTP/3, /status of every node) rather than the stub."""
+    (edge, origin, admin, tls_port, edge2, edge2_admin, shield,
+     shield_admin) = ports = free_ports(8)
+    assert not {8080, 8081, 8082, 8083, 8090, 8091, 8443, 9000} & set(ports)
     env = dict(os.environ, OUTPOSTD=str(outpostd), OUTPOST_PORT=str(edge),
                ORIGIN_PORT=str(origin), ADMIN_PORT=str(admin), TLS_PORT=str(tls_port),
+               EDGE2_PORT=str(edge2), EDGE2_ADMIN_PORT=str(edge2_admin),
+               SHIELD_PORT=str(shield), SHIELD_ADMIN_PORT=str(shield_admin),
                OUTPOST_RUN_DIR=str(tmp_path / "run"), RUN_LOCAL_TIMEOUT="20")
     log = tmp_path / "run-local.log"
     with open(log, "wb") as out:
@@ -318,9 +344,10 @@ def check_run_local(tmp_path, outpostd, tls=True):
         text = log.read_text(errors="replace")
         assert p.poll() is None, "run-local.sh exited %s:\n%s" % (p.returncode, text)
         assert "curl -i http://127.0.0.1:%d/" % edge in text
+        assert "http://127.0.0.1:%d/" % edge2 in text
         assert "http://127.0.0.1:%d/metrics" % admin in text
         started = session_members(sid)
-        assert len(started) >= 3, started  # the script, the origin, the edge
+        assert len(started) >= 5, started  # the script, the origin, the shield, two edges
 
         status, xc = curl_x_cache(edge, "/1k.txt")
         assert status.endswith(" 200 OK") and xc == "MISS", (status, xc)
@@ -335,6 +362,28 @@ def check_run_local(tmp_path, outpostd, tls=True):
                 break
             time.sleep(0.1)
         assert status.endswith(" 200 OK") and seen[-1] == "HIT", seen
+        if tls:
+            # the miss went edge1 -> shield -> origin: the shield asked its origin once, edge1
+            # never asked its fallback origin
+            assert upstream_requests(admin_json(admin), "--shield") == 1
+            assert upstream_requests(admin_json(admin), "site *") == 0
+            assert admin_json(shield_admin)["role"] == "shield"
+            assert upstream_requests(admin_json(shield_admin), "site *") == 1
+        # the second edge has its own cache, and the same shield: with edge1's Host, the
+        # cache key (authority + path) is the one the shield has
+        status, xc = curl_x_cache(edge2, "/1k.txt", host="127.0.0.1:%d" % edge)
+        assert status.endswith(" 200 OK") and xc == "MISS", (status, xc)
+        if tls:
+            assert upstream_requests(admin_json(edge2_admin), "--shield") == 1
+            # the shield had it: the origin was not asked again
+            assert upstream_requests(admin_json(shield_admin), "site *") == 1
+            st = admin_json(edge2_admin)
+            assert st["role"] == "edge"
+            # what the edges' health checks ask the shield
+            r = subprocess.run(["curl", "-s", "-w", " %{http_code}", "--max-time", "10",
+                                "http://127.0.0.1:%d/_outpost/health" % shield],
+                               capture_output=True, text=True, timeout=20)
+            assert r.stdout.endswith(" 200") and "ok" in r.stdout, r.stdout
         # the same object over HTTPS (HTTP/2) and HTTP/3, advertised by Alt-Svc (not the stub)
         r = tls and subprocess.run(["curl", "-ks", "--http2", "-o", "/dev/null", "-D", "-",
                             "--max-time", "10", "https://127.0.0.1:%d/1k.txt" % tls_port],
@@ -355,7 +404,7 @@ def check_run_local(tmp_path, outpostd, tls=True):
     for pid in left:  # clean up before failing, only what is in the script's own session
         os.kill(pid, signal.SIGKILL)
     assert left == [], "run-local.sh left processes behind: %s" % left
-    for port in (edge, origin, admin):
+    for port in (edge, origin, admin, edge2, edge2_admin, shield, shield_admin):
         assert not port_open(port), "port %d still open" % port
     assert "run-local: stopped" in log.read_text(errors="replace")
 
@@ -383,9 +432,11 @@ def test_run_local_refuses_a_busy_port(tmp_path):
     stub = tmp_path / "stub-outpostd"
     stub.write_text(STUB_OUTPOSTD)
     stub.chmod(0o755)
-    edge, admin = free_ports(2)
+    edge, admin, edge2, edge2_admin, shield, shield_admin = free_ports(6)
     env = dict(os.environ, OUTPOSTD=str(stub), OUTPOST_PORT=str(edge), ORIGIN_PORT=str(busy),
-               ADMIN_PORT=str(admin), OUTPOST_RUN_DIR=str(tmp_path / "run"))
+               ADMIN_PORT=str(admin), EDGE2_PORT=str(edge2), EDGE2_ADMIN_PORT=str(edge2_admin),
+               SHIELD_PORT=str(shield), SHIELD_ADMIN_PORT=str(shield_admin),
+               OUTPOST_RUN_DIR=str(tmp_path / "run"))
     r = run([str(SCRIPTS / "run-local.sh")], env=env, timeout=30)
     s.close()
     assert r.returncode == 1 and "already in use" in r.stderr, r.stdout + r.stderr

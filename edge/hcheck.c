@@ -298,6 +298,9 @@ static void probe_start(struct hc_server *hs)
         return;
     }
     hs->probe = p;
+    /* libevent measures timeouts from the time cached when the loop woke up; a callback that
+     * ran long before this one (a reload, a TLS context load) would shorten the timeout. */
+    event_base_update_cache_time(hs->h->base);
     if (probe_open(p) < 0) {
         probe_end(p, -1);
         return;

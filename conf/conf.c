@@ -825,8 +825,7 @@ static int option_apply(struct builder *b, const struct where *w, int id, const 
         struct conf_upstream_opts *uo = base;
         unsigned lo, hi;
         if (!status_range_parse(a, &lo, &hi))
-            return fail(b, w, "expected a status such as 200, 2xx or 200-399, got '%.*s'",
-                        SHOW(a));
+            return fail(b, w, "expected a status such as 200, 2xx or 200-399, got '%.*s'", SHOW(a));
         free(uo->health_status);
         uo->health_status = xstrndup(a.p, a.len);
         uo->health_status_lo = lo;
@@ -1012,7 +1011,8 @@ static int site_close(struct builder *b, const char *file, size_t idx)
     struct conf_site *s = &b->c->sites[idx];
     struct where w = {file, s->line, "site"};
     if (s->n_origins == 0 && s->opts.origin_pool == NULL)
-        return fail(b, &w, "no origin in the site block (add: origin HOST:PORT, or origin_pool NAME)");
+        return fail(b, &w,
+                    "no origin in the site block (add: origin HOST:PORT, or origin_pool NAME)");
     if (s->n_origins > 0 && s->opts.origin_pool != NULL)
         return fail(b, &w, "has both origin and origin_pool: give one");
     return 0;
@@ -1116,8 +1116,8 @@ static int line_handle(struct builder *b, const char *file, unsigned line, const
             return fail(b, &w, "'{' must end the line");
     }
     if (*blk != BLOCK_NONE && opens) {
-        unsigned at = *blk == BLOCK_SITE ? b->c->sites[*blk_idx].line
-                                         : b->c->upstreams[*blk_idx].line;
+        unsigned at =
+            *blk == BLOCK_SITE ? b->c->sites[*blk_idx].line : b->c->upstreams[*blk_idx].line;
         return fail(b, &w, "blocks do not nest (the %s block at line %u is not closed)",
                     *blk == BLOCK_SITE ? "site" : "upstream", at);
     }
@@ -1330,8 +1330,8 @@ static int upstreams_resolve(struct builder *b, const char *file)
     for (size_t u = 0; u < n_blocks; u++) {
         for (int i = 0; i < CONF_OPT_COUNT; i++) {
             const struct conf_option *o = &conf_options[i];
-            if (!(o->context & CONF_CTX_UPSTREAM) || type_size(o->type) + type_is_string(o->type) == 0 ||
-                b->ux[u].set[i])
+            if (!(o->context & CONF_CTX_UPSTREAM) ||
+                type_size(o->type) + type_is_string(o->type) == 0 || b->ux[u].set[i])
                 continue;
             option_copy(o, &c->upstreams[u].opts, &c->upstream_defaults);
         }
@@ -1366,7 +1366,8 @@ static int upstreams_resolve(struct builder *b, const char *file)
             u->n_servers = site->n_origins;
             for (int i = 0; i < CONF_OPT_COUNT; i++) {
                 const struct conf_option *o = &conf_options[i];
-                if ((o->context & CONF_CTX_UPSTREAM) && type_size(o->type) + type_is_string(o->type))
+                if ((o->context & CONF_CTX_UPSTREAM) &&
+                    type_size(o->type) + type_is_string(o->type))
                     option_copy(o, &u->opts, &c->upstream_defaults);
             }
             site->upstream = idx;
@@ -1374,7 +1375,7 @@ static int upstreams_resolve(struct builder *b, const char *file)
         if (site->opts.shields == NULL)
             continue;
         unsigned at = b->sx[s].set[CONF_OPT_SHIELDS] ? b->sx[s].set[CONF_OPT_SHIELDS]
-                                                      : b->set[CONF_OPT_SHIELDS];
+                                                     : b->set[CONF_OPT_SHIELDS];
         struct where ws = {at ? file : "command line", at, at ? "shields" : "--shield"};
         if (c->role == CONF_ROLE_SHIELD)
             return fail(b, &ws, "a shield sends misses to its origin only (role is shield)");
@@ -1397,8 +1398,8 @@ static int upstreams_resolve(struct builder *b, const char *file)
             if (!u->shield) {
                 u->shield = true;
                 /* A shield group checks the shields' own health endpoint unless told otherwise. */
-                if (u->opts.health_check == NULL && (u->implicit || u->line == 0 ||
-                                                     !b->ux[idx].set[CONF_OPT_HEALTH_CHECK]))
+                if (u->opts.health_check == NULL &&
+                    (u->implicit || u->line == 0 || !b->ux[idx].set[CONF_OPT_HEALTH_CHECK]))
                     u->opts.health_check = xstrdup(conf_options[CONF_OPT_HEALTH_PATH].def);
             }
         }

@@ -142,7 +142,8 @@ void conf_help_print(FILE *f, bool markdown)
               "(`outpostd --help-config=markdown`); do not edit by hand.\n"
               "Options of context `global, site` set outside a `site` block are the defaults "
               "of every site that does not set them; likewise `global, upstream` for `upstream` "
-              "blocks (and for the servers of a site's inline `origin` line). `reload`: a configuration reload may "
+              "blocks (and for the servers of a site's inline `origin` line). `reload`: a "
+              "configuration reload may "
               "change it; `restart`: it takes a restart.\n\n",
               f);
         fputs("| option | type | default | bounds | reload | context | description |\n"
@@ -170,30 +171,31 @@ void conf_help_print(FILE *f, bool markdown)
 
 void conf_usage_print(FILE *f)
 {
-    fputs("usage: outpostd [-c FILE] [flags]\n"
-          "\n"
-          "  -c, --config FILE         the config file\n"
-          "  --listen ADDR:PORT        client listener (repeatable; replaces the file's listen)\n"
-          "  --origin URL              http(s)://HOST:PORT: a catch-all site (*) with that origin\n"
-          "                            (repeatable; with --shield, the fallback origin)\n"
-          "  --role edge|shield        edge (default): misses go to shields, then the origin;\n"
-          "                            shield: misses go to the origin\n"
-          "  --shield URL              http(s)://HOST:PORT of a shield (repeatable): an edge sends\n"
-          "                            each miss to one shield, chosen by hashing its cache key\n"
-          "  --tls-listen ADDR:PORT    TLS listener, HTTP/1.1 and HTTP/2 by ALPN (repeatable)\n"
-          "  --h3-listen ADDR:PORT     HTTP/3 (QUIC) listener on UDP, same --cert/--key "
-          "(repeatable)\n"
-          "  --cert FILE               PEM certificate chain for TLS (tls_certificate)\n"
-          "  --key FILE                PEM private key for TLS (tls_certificate_key)\n"
-          "  --cache-dir DIR           cache_dir\n"
-          "  --admin ADDR:PORT|off     admin listener\n"
-          "  --workers N               worker threads (0 = one per core)\n"
-          "  --set NAME=VALUE          set any global option (repeatable)\n"
-          "  -t, --check               validate the configuration and exit\n"
-          "  --help-config[=markdown]  print the configuration reference\n"
-          "  -V, --version             print the version\n"
-          "  -h, --help                print this help\n"
-          "\n"
-          "Flags override the file.\n",
-          f);
+    fputs(
+        "usage: outpostd [-c FILE] [flags]\n"
+        "\n"
+        "  -c, --config FILE         the config file\n"
+        "  --listen ADDR:PORT        client listener (repeatable; replaces the file's listen)\n"
+        "  --origin URL              http(s)://HOST:PORT: a catch-all site (*) with that origin\n"
+        "                            (repeatable; with --shield, the fallback origin)\n"
+        "  --role edge|shield        edge (default): misses go to shields, then the origin;\n"
+        "                            shield: misses go to the origin\n"
+        "  --shield URL              http(s)://HOST:PORT of a shield (repeatable): an edge sends\n"
+        "                            each miss to one shield, chosen by hashing its cache key\n"
+        "  --tls-listen ADDR:PORT    TLS listener, HTTP/1.1 and HTTP/2 by ALPN (repeatable)\n"
+        "  --h3-listen ADDR:PORT     HTTP/3 (QUIC) listener on UDP, same --cert/--key "
+        "(repeatable)\n"
+        "  --cert FILE               PEM certificate chain for TLS (tls_certificate)\n"
+        "  --key FILE                PEM private key for TLS (tls_certificate_key)\n"
+        "  --cache-dir DIR           cache_dir\n"
+        "  --admin ADDR:PORT|off     admin listener\n"
+        "  --workers N               worker threads (0 = one per core)\n"
+        "  --set NAME=VALUE          set any global option (repeatable)\n"
+        "  -t, --check               validate the configuration and exit\n"
+        "  --help-config[=markdown]  print the configuration reference\n"
+        "  -V, --version             print the version\n"
+        "  -h, --help                print this help\n"
+        "\n"
+        "Flags override the file.\n",
+        f);
 }

@@ -65,10 +65,11 @@ static void render_status(struct edge *e, struct buf *b)
     buf_append_cstr(b, "{\"node\":");
     json_str(b, cfg->node_name);
     buf_printf(b,
-               ",\"version\":\"%s\",\"role\":\"edge\",\"uptime\":%lld,\"workers\":%zu,"
+               ",\"version\":\"%s\",\"role\":\"%s\",\"uptime\":%lld,\"workers\":%zu,"
                "\"connections\":%lld,\"clock_offset\":%lld,",
-               OUTPOST_VERSION, (long long)(time(NULL) - e->start_time), e->n_workers,
-               (long long)conns, (long long)atomic_load(&e->clock_offset));
+               OUTPOST_VERSION, cfg->role == CONF_ROLE_SHIELD ? "shield" : "edge",
+               (long long)(time(NULL) - e->start_time), e->n_workers, (long long)conns,
+               (long long)atomic_load(&e->clock_offset));
     buf_printf(b,
                "\"cache\":{\"objects\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"max_bytes\":%" PRIu64
                ",\"evictions\":%" PRIu64 ",\"write_errors\":%" PRIu64 ",\"queue\":%" PRIu64 "},",
@@ -88,15 +89,20 @@ static void render_status(struct edge *e, struct buf *b)
                 buf_append_cstr(b, ",");
             json_str(b, s->names[j]);
         }
-        buf_append_cstr(b, "],\"origins\":[");
-        for (size_t j = 0; j < s->n_origins; j++) {
+        buf_append_cstr(b, "],\"origin\":");
+        json_str(b, cfg->upstreams[s->upstream].name);
+        buf_append_cstr(b, ",\"shields\":[");
+        for (size_t j = 0; j < s->n_shields; j++) {
             if (j)
                 buf_append_cstr(b, ",");
-            json_str(b, s->origins[j].text);
+            json_str(b, cfg->upstreams[s->shields[j]].name);
         }
-        buf_append_cstr(b, "]}");
+        buf_printf(b, "],\"shield_fallback_origin\":%s}",
+                   s->opts.shield_fallback_origin ? "true" : "false");
     }
-    buf_append_cstr(b, "]}\n");
+    buf_append_cstr(b, "],");
+    upgroups_status_json(e, b);
+    buf_append_cstr(b, "}\n");
 }
 
 static void handle(struct admin_conn *c, struct str method, struct str path)

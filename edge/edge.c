@@ -211,7 +211,9 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
     e->start_time = (int64_t)time(NULL);
     {
         char v[300];
-        int n = snprintf(v, sizeof(v), "1.1 %s (outpost)", cfg->node_name);
+        /* The comment names the role: an edge refuses requests a shield forwarded. */
+        int n = snprintf(v, sizeof(v), "1.1 %s (outpost%s)", cfg->node_name,
+                         cfg->role == CONF_ROLE_SHIELD ? " shield" : "");
         e->via = str_make(xstrndup(v, (size_t)n), (size_t)n);
     }
     if (cfg->n_h3_listen > 0) {
@@ -232,6 +234,16 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
     pthread_mutex_init(&e->log_lock, NULL);
     pthread_mutex_init(&e->tls_lock, NULL);
     fetch_table_init(e);
+    if (upgroups_init(e) != 0) {
+        upgroups_fini(e);
+        pthread_mutex_destroy(&e->tls_lock);
+        pthread_mutex_destroy(&e->log_lock);
+        fetch_table_fini(e);
+        free((char *)e->via.p);
+        free((char *)e->alt_svc.p);
+        free(e);
+        return OP_EINVAL;
+    }
     if (cfg->n_tls_listen > 0) {
         char err[512];
         int rc = 0;
@@ -246,7 +258,9 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
             pthread_mutex_destroy(&e->tls_lock);
             pthread_mutex_destroy(&e->log_lock);
             fetch_table_fini(e);
+            upgroups_fini(e);
             free((char *)e->via.p);
+            free((char *)e->alt_svc.p);
             free(e);
             return OP_EINVAL;
         }
@@ -312,7 +326,7 @@ int edge_create(struct edge **out, const struct config *cfg, struct cache *cache
             edge_destroy(&e);
             return err;
         }
-        upstream_pools_init(w);
+        worker_groups_init(w);
     }
     h3_steering_attach(e);
     *out = e;
@@ -377,6 +391,11 @@ void edge_set_argv(struct edge *e, int argc, char **argv)
     e->argv = argv;
 }
 
+static void health_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    upgroups_tick(arg);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct event_base *base = arg;
@@ -401,6 +420,10 @@ int edge_run(struct edge *e)
         event_add(tickets, &tv);
         tickets_cb(-1, 0, e);
     }
+    /* Passive ejections end by time: a quarter-second tick turns them into trials. */
+    struct event *health_tick = event_new(base, -1, EV_PERSIST, health_tick_cb, e);
+    struct timeval quarter = {0, 250000};
+    event_add(health_tick, &quarter);
     int err = 0;
     if (e->cfg->admin_enabled) {
         err = admin_start(e, base, &e->admin);
@@ -431,6 +454,7 @@ out:
     event_free(sigterm);
     event_free(sigint);
     event_free(sighup);
+    event_free(health_tick);
     if (tickets != NULL)
         event_free(tickets);
     event_base_free(base);
@@ -449,8 +473,7 @@ void edge_destroy(struct edge **ep)
         free(w->listeners);
         passthrough_destroy(w);
         h3_worker_destroy(w);
-        if (w->pools)
-            upstream_pools_fini(w);
+        worker_groups_fini(w);
         if (w->stop_ev)
             event_free(w->stop_ev);
         if (w->reap_ev) {
@@ -462,6 +485,7 @@ void edge_destroy(struct edge **ep)
             event_base_free(w->base);
     }
     free(e->workers);
+    upgroups_fini(e);
     if (e->access_log && e->access_log != stdout)
         fclose(e->access_log);
     fetch_table_fini(e);

@@ -467,6 +467,8 @@ struct up_server {
     _Atomic int check_status; /* status of the last active check; 0 = none, -1 = no response */
     _Atomic int64_t check_latency_us; /* of the last active check */
     _Atomic uint64_t transitions; /* health state changes */
+    _Atomic int64_t active; /* requests in flight to it, all workers */
+    _Atomic uint64_t picks; /* attempts sent to it */
 };
 
 struct up_group {
@@ -481,6 +483,8 @@ struct up_group {
     const char *tls_ca;
     const char *tls_name; /* NULL: each server's host */
     bool tls_verify;
+    _Atomic uint64_t retries; /* attempts after a failure, all workers */
+    _Atomic uint64_t retries_refused; /* retries the budget refused */
 };
 
 /* Per worker, per group: the worker's own balancing state and connection pools. */
@@ -489,6 +493,7 @@ struct worker_group {
     struct retry_budget budget;
     int *seen; /* the health state last given to `bal`, per server */
     struct upstream_pool **pools; /* one per server */
+    size_t panic_next; /* round-robin position of last-resort choices */
 };
 
 /* Build e->groups from the config (resolves addresses). Returns 0 or -1 with a log line. */
@@ -497,6 +502,14 @@ void upgroups_fini(struct edge *e);
 /* Per worker: balance sets, retry budgets and pools for every group. */
 void worker_groups_init(struct worker *w);
 void worker_groups_fini(struct worker *w);
+/*
+ * Choose a server of group gi for one attempt of a request whose cache key is `key` (what a
+ * shield group or `balance hash` hashes), skipping tried[0..n_tried). -1 when none is
+ * eligible; with `last_resort` (the last group a request can go to), servers out of rotation
+ * are then tried anyway rather than none. The caller then calls upstream_request().
+ */
+int worker_group_pick(struct worker *w, size_t gi, struct str key, const int *tried, size_t n_tried,
+                      bool last_resort);
 /* Monotonic milliseconds (health and balancing clock). */
 int64_t edge_mono_ms(void);
 /* Passive health: the outcome of one request to s, from any worker. */

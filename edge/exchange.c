@@ -342,27 +342,48 @@ static void bypass(struct exchange *x, bool invalidate)
  * in the request means it has been here before: an edge and a shield that point at each other,
  * or a shield whose origin is an edge. Answered 508 (RFC 5842) instead of going round.
  */
-static bool via_has_me(const struct exchange *x)
+/*
+ * Loop protection from the request's Via (RFC 9110 7.6.3): NULL when the request may go on,
+ * else why not. A node never handles a request that already passed through it; an edge never
+ * handles one that a shield forwarded (a shield whose origin points back at the edges); and
+ * no request goes through more than VIA_MAX_OUTPOST Outpost hops, whatever the names.
+ */
+#define VIA_MAX_OUTPOST 8
+static const char *via_refusal(const struct exchange *x)
 {
-    struct str me = x->w->edge->via; /* "1.1 NODE (outpost)" */
+    struct str me = x->w->edge->via; /* "1.1 NODE (outpost)" or "1.1 NODE (outpost shield)" */
     const char *sp = memchr(me.p, ' ', me.len);
     if (sp == NULL)
-        return false;
-    me = str_make(sp + 1, me.len - (size_t)(sp + 1 - me.p)); /* "NODE (outpost)" */
+        return NULL;
+    me = str_make(sp + 1, me.len - (size_t)(sp + 1 - me.p)); /* "NODE (outpost...)" */
+    bool edge = x->w->edge->cfg->role == CONF_ROLE_EDGE;
+    static const struct str tag = STR_LIT("(outpost");
+    static const struct str shield_tag = STR_LIT("(outpost shield)");
+    unsigned hops = 0;
     for (size_t i = 0; i < x->req.n; i++) {
         if (!str_caseeq_cstr(x->req.v[i].name, "via"))
             continue;
         struct str v = x->req.v[i].value;
-        for (size_t at = 0; at + me.len <= v.len; at++) {
-            if (memcmp(v.p + at, me.p, me.len) != 0)
-                continue;
+        for (size_t at = 0; at < v.len; at++) {
             bool start = at > 0 && v.p[at - 1] == ' ';
-            size_t end = at + me.len;
-            if (start && (end == v.len || v.p[end] == ',' || v.p[end] == ' '))
-                return true;
+            if (!start)
+                continue;
+            if (at + me.len <= v.len && memcmp(v.p + at, me.p, me.len) == 0) {
+                size_t end = at + me.len;
+                if (end == v.len || v.p[end] == ',' || v.p[end] == ' ')
+                    return "loop detected: the request has passed through this node";
+            }
+            if (at + tag.len <= v.len && memcmp(v.p + at, tag.p, tag.len) == 0) {
+                if (++hops >= VIA_MAX_OUTPOST)
+                    return "loop detected: the request has passed through too many Outpost nodes";
+                if (edge && at + shield_tag.len <= v.len &&
+                    memcmp(v.p + at, shield_tag.p, shield_tag.len) == 0)
+                    return "loop detected: a shield forwarded the request to an edge (check the "
+                           "shield's origin)";
+            }
         }
     }
-    return false;
+    return NULL;
 }
 
 void exchange_start(struct exchange *x)
@@ -372,9 +393,18 @@ void exchange_start(struct exchange *x)
     x->is_get = str_eq(x->method, STR_LIT("GET"));
     x->is_head = str_eq(x->method, STR_LIT("HEAD"));
     x->host = host_of(x->authority);
-    if (via_has_me(x)) {
+    const char *loop = via_refusal(x);
+    if (loop != NULL) {
         METRIC_INC(x->w, rejected[REJECT_LOOP]);
-        exchange_respond_error(x, 508, "loop detected: the request has passed through this node");
+        exchange_respond_error(x, 508, loop);
+        return;
+    }
+    if (cfg->health_path != NULL && (x->is_get || x->is_head) &&
+        str_eq(x->path, str_cstr(cfg->health_path))) {
+        /* The node's own health, for shields' and load balancers' checks: never cached,
+         * never forwarded; 503 once the node is stopping. */
+        bool stopping = x->w->stopping;
+        exchange_respond_error(x, stopping ? 503 : 200, stopping ? "stopping" : "ok");
         return;
     }
     x->site = conf_site_find(cfg, x->host);

@@ -62,7 +62,15 @@ struct fetch {
     struct exchange *body_src;
     struct evbuffer *req_body_pending;
     bool req_eof;
-    int attempt;
+    /* route: the site's shield groups in order, then (fallback on, or no shields) its origin
+     * pool; `tier` indexes it. `tried` are the servers of the tier already tried. */
+    struct str route_key; /* what hashing groups hash: the cache key, else authority+path */
+    int tier;
+    size_t group; /* e->groups index of the current attempt */
+    int server;
+    int tried[8];
+    size_t n_tried;
+    unsigned retries;
     int64_t request_time;
     int64_t t_sent_us;
     bool owner_done;
@@ -777,7 +785,7 @@ static void on_up_done(void *arg)
     owner_release(f);
 }
 
-static bool send_request(struct fetch *f);
+static bool send_attempt(struct fetch *f);
 
 static void on_up_error(void *arg, enum upstream_err err, bool any_byte)
 {
@@ -787,13 +795,21 @@ static void on_up_error(void *arg, enum upstream_err err, bool any_byte)
     bool idempotent = !f->req_has_body &&
                       (str_eq(f->method, STR_LIT("GET")) || str_eq(f->method, STR_LIT("HEAD")));
     pthread_mutex_lock(&f->lock);
-    bool retry = f->state == FS_CONNECTING && !any_byte && idempotent &&
-                 (uint64_t)f->attempt < cfg->upstream_retries;
+    bool retry =
+        f->state == FS_CONNECTING && !any_byte && idempotent && f->retries < cfg->upstream_retries;
     pthread_mutex_unlock(&f->lock);
     if (retry) {
-        f->attempt++;
-        if (send_request(f))
-            return;
+        struct up_group *g = &f->e->groups[f->group];
+        if (retry_budget_take(&f->owner->groups[f->group].budget, edge_mono_ms())) {
+            f->retries++;
+            atomic_fetch_add_explicit(&g->retries, 1, memory_order_relaxed);
+            if (send_attempt(f))
+                return;
+        } else {
+            atomic_fetch_add_explicit(&g->retries_refused, 1, memory_order_relaxed);
+            log_ratelimited(LOG_WARN, "upstream %s: retry budget spent, not retrying",
+                            g->conf->name);
+        }
     }
     log_ratelimited(LOG_WARN, "upstream: %.*s%.*s failed (%s)", (int)f->authority.len,
                     f->authority.p, (int)f->path.len, f->path.p,
@@ -846,7 +862,6 @@ static bool is_conditional(struct str n)
 
 static bool send_request(struct fetch *f)
 {
-    const struct config *cfg = f->e->cfg;
     struct evbuffer *b = evbuffer_new();
     evbuffer_add_printf(b, "%.*s %.*s HTTP/1.1\r\nHost: %.*s\r\n", (int)f->method.len, f->method.p,
                         (int)f->path.len, f->path.p, (int)f->authority.len, f->authority.p);
@@ -894,11 +909,12 @@ static bool send_request(struct fetch *f)
     else
         evbuffer_add_printf(b, "Forwarded: for=\"%s\";host=\"%.*s\";proto=http\r\n", ip,
                             (int)f->authority.len, f->authority.p);
+    struct str me = f->e->via;
     if (via)
-        evbuffer_add_printf(b, "Via: %.*s, 1.1 %s (outpost)\r\n", (int)via->value.len, via->value.p,
-                            cfg->node_name);
+        evbuffer_add_printf(b, "Via: %.*s, %.*s\r\n", (int)via->value.len, via->value.p,
+                            (int)me.len, me.p);
     else
-        evbuffer_add_printf(b, "Via: 1.1 %s (outpost)\r\n", cfg->node_name);
+        evbuffer_add_printf(b, "Via: %.*s\r\n", (int)me.len, me.p);
     if (f->validate) {
         const struct http_header *et = http_headers_get(&f->validate->headers, "etag");
         const struct http_header *lm = http_headers_get(&f->validate->headers, "last-modified");
@@ -916,7 +932,7 @@ static bool send_request(struct fetch *f)
     evbuffer_add(b, "\r\n", 2);
     f->t_sent_us = edge_mono_us();
     f->request_time = edge_now(f->e);
-    f->u = upstream_request(f->owner, f->site, f->attempt, b, str_eq(f->method, STR_LIT("HEAD")),
+    f->u = upstream_request(f->owner, f->group, f->server, b, str_eq(f->method, STR_LIT("HEAD")),
                             &fetch_cbs, f);
     evbuffer_free(b);
     if (f->u == NULL)
@@ -928,6 +944,44 @@ static bool send_request(struct fetch *f)
     else if (f->req_eof)
         upstream_send_body(f->u, NULL, true);
     return true;
+}
+
+/* The groups a request of this fetch may go to, in order: the site's shield groups, then its
+ * origin pool (unless shields exist and shield_fallback_origin is off). */
+static int route_len(const struct fetch *f)
+{
+    const struct conf_site *s = f->site;
+    return (int)s->n_shields + (s->n_shields == 0 || s->opts.shield_fallback_origin ? 1 : 0);
+}
+
+static size_t route_group(const struct fetch *f, int tier)
+{
+    const struct conf_site *s = f->site;
+    return (size_t)tier < s->n_shields ? s->shields[tier] : s->upstream;
+}
+
+/* Send the next attempt: the next untried server of the current group, else of the next
+ * groups. Servers whose connection fails at once are recorded (passive health) and skipped.
+ * false when no server is left. */
+static bool send_attempt(struct fetch *f)
+{
+    int n = route_len(f);
+    while (f->tier < n) {
+        size_t gi = route_group(f, f->tier);
+        int idx =
+            worker_group_pick(f->owner, gi, f->route_key, f->tried, f->n_tried, f->tier == n - 1);
+        if (idx < 0 || f->n_tried == ARRAY_SIZE(f->tried)) {
+            f->tier++;
+            f->n_tried = 0;
+            continue;
+        }
+        f->tried[f->n_tried++] = idx;
+        f->group = gi;
+        f->server = idx;
+        if (send_request(f))
+            return true;
+    }
+    return false;
 }
 
 static void start_failed_cb(evutil_socket_t fd, short what, void *arg)
@@ -958,6 +1012,9 @@ static struct fetch *fetch_new(struct worker *w, const struct fetch_params *p,
     f->authority = arena_strdup(&f->arena, x->authority);
     f->scheme = arena_strdup(&f->arena, x->scheme);
     f->path = arena_strdup(&f->arena, x->path);
+    f->route_key = f->keyed ? f->key
+                            : arena_printf(&f->arena, "%.*s%.*s", (int)f->authority.len,
+                                           f->authority.p, (int)f->path.len, f->path.p);
     snprintf(f->client_addr, sizeof(f->client_addr), "%s", x->client_addr);
     http_headers_init(&f->req);
     for (size_t i = 0; i < x->req.n; i++)
@@ -995,7 +1052,9 @@ static bool registrable(const struct fetch *f, const struct fetch_params *p)
 
 static void fetch_launch(struct fetch *f)
 {
-    if (!send_request(f)) {
+    if (route_len(f) > 0)
+        retry_budget_request(&f->owner->groups[route_group(f, 0)].budget, edge_mono_ms());
+    if (!send_attempt(f)) {
         /* No server to send to: fail asynchronously so callers see one code path. */
         event_base_once(f->owner->base, -1, EV_TIMEOUT, start_failed_cb, f, NULL);
     }

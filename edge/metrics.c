@@ -151,6 +151,7 @@ void metrics_render(struct edge *e, struct buf *out)
                "# TYPE outpost_bytes_received_total counter\n"
                "outpost_bytes_received_total %" PRIu64 "\n",
                (long long)conns, SUM(connections_total), SUM(bytes_sent), SUM(bytes_received));
+    upgroups_metrics(e, out);
     if (e->h3 == NULL)
         return;
     buf_printf(out,

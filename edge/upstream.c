@@ -2,14 +2,18 @@
  * edge/upstream.c: the HTTP/1.1 client to origin servers, with a keep-alive pool per origin
  * server per worker. Runs on the worker that owns the fetch; shares nothing across threads.
  *
- * A fetch hands over a serialised request head; the upstream picks a server of the site
- * (round-robin, skipping none yet: health checks arrive with tiered fetch), reuses an idle
- * connection or connects, sends the head and any request body, parses the response head with
+ * A fetch hands over a serialised request head and the server its balancing chose (edge/
+ * upgroup.c: a shield or an origin server); the upstream reuses an idle connection to that
+ * server or connects, sends the head and any request body, parses the response head with
  * the pure parser of edge/h1/parse.c, de-frames the body (Content-Length, chunked or
  * close-delimited) and calls back. A reused connection that the server had closed (a reset
  * before any response byte, no request body sent yet) is retried once on a fresh connection,
  * transparently: keep-alive races are not errors. Timeouts: connect, first byte, idle between
  * body reads. Response bodies stop being read while the fetch is paused (back-pressure).
+ *
+ * Each request is counted in the worker's balance of its group while it is in flight (least
+ * connections, max_conns) and its outcome goes to the server's passive health: the response
+ * head (a 5xx is a failure) or the error before it.
  *
  * Bridging (upstream_tls): the socket bufferevent is wrapped in a libevent filter whose two
  * callbacks run the TLS record layer (tls/tls.h), so everything above sees plaintext exactly
@@ -50,12 +54,10 @@ enum utimer {
 };
 
 struct upstream_pool {
-    const struct conf_site *site;
-    struct conf_addr addr;
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    bool resolved;
-    struct tls_client *tls; /* upstream_tls: verification context, session cache */
+    struct up_server *srv;
+    struct worker_group *wg;
+    bool tls_wanted; /* the group speaks TLS */
+    struct tls_client *tls; /* its verification context and session cache */
     const char *tls_name; /* SNI and name to verify */
     struct upstream *idle;
     size_t n_idle;
@@ -72,6 +74,7 @@ struct upstream {
     bool reused;
     bool any_byte;
     bool body_started; /* request body bytes sent: no transparent retry */
+    bool counted; /* in flight in the group's balance (balance_conn_start) */
     bool req_eof;
     struct evbuffer *head_copy; /* the request head, for a transparent retry */
     struct h1_response resp;
@@ -98,57 +101,45 @@ static void up_write_cb(struct bufferevent *bev, void *arg);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void up_free(struct upstream *u);
 
-void upstream_pools_init(struct worker *w)
+struct upstream_pool *upstream_pool_new(struct worker *w, struct up_server *s)
 {
-    const struct config *cfg = w->edge->cfg;
-    size_t n = 0;
-    for (size_t i = 0; i < cfg->n_sites; i++)
-        n += cfg->sites[i].n_origins;
-    w->pools = xcalloc(n ? n : 1, sizeof(*w->pools));
-    w->n_pools = n;
-    size_t k = 0;
-    for (size_t i = 0; i < cfg->n_sites; i++) {
-        for (size_t j = 0; j < cfg->sites[i].n_origins; j++) {
-            struct upstream_pool *p = &w->pools[k++];
-            p->site = &cfg->sites[i];
-            p->addr = cfg->sites[i].origins[j];
-            struct addrinfo hints, *res = NULL;
-            memset(&hints, 0, sizeof(hints));
-            hints.ai_socktype = SOCK_STREAM;
-            char port[8];
-            snprintf(port, sizeof(port), "%u", p->addr.port);
-            if (getaddrinfo(p->addr.host, port, &hints, &res) == 0 && res) {
-                memcpy(&p->ss, res->ai_addr, res->ai_addrlen);
-                p->sslen = res->ai_addrlen;
-                p->resolved = true;
-                freeaddrinfo(res);
-            } else {
-                log_msg(LOG_ERR, "upstream: cannot resolve origin %s", p->addr.text);
-            }
-            const struct conf_site_opts *o = &cfg->sites[i].opts;
-            if (o->upstream_tls) {
-                char err[400];
-                p->tls_name = o->upstream_tls_name ? o->upstream_tls_name : p->addr.host;
-                if (tls_client_new(o->upstream_tls_ca, o->upstream_tls_verify, &p->tls, err,
-                                   sizeof(err)) < 0)
-                    log_msg(LOG_ERR, "upstream %s: %s", p->addr.text, err);
-            }
-        }
+    struct upstream_pool *p = xcalloc(1, sizeof(*p));
+    struct up_group *g = s->g;
+    p->srv = s;
+    p->wg = &w->groups[g->idx];
+    if (g->tls) {
+        char err[400];
+        p->tls_wanted = true;
+        p->tls_name = g->tls_name ? g->tls_name : s->conf->addr.host;
+        if (tls_client_new(g->tls_ca, g->tls_verify, &p->tls, err, sizeof(err)) < 0 && w->id == 0)
+            log_msg(LOG_ERR, "upstream %s: %s", s->conf->addr.text, err);
     }
+    return p;
 }
 
-void upstream_pools_fini(struct worker *w)
+void upstream_pool_free(struct upstream_pool **pp)
 {
-    for (size_t i = 0; i < w->n_pools; i++) {
-        while (w->pools[i].idle) {
-            struct upstream *u = w->pools[i].idle;
-            w->pools[i].idle = u->next_idle;
-            up_free(u);
-        }
-        tls_client_free(&w->pools[i].tls);
+    struct upstream_pool *p = *pp;
+    if (p == NULL)
+        return;
+    while (p->idle) {
+        struct upstream *u = p->idle;
+        p->idle = u->next_idle;
+        up_free(u);
     }
-    free(w->pools);
-    w->pools = NULL;
+    tls_client_free(&p->tls);
+    free(p);
+    *pp = NULL;
+}
+
+/* The request leaves the group's in-flight count (once). */
+static void uncount(struct upstream *u)
+{
+    if (!u->counted)
+        return;
+    u->counted = false;
+    balance_conn_end(u->pool->wg->bal, (int)u->pool->srv->idx);
+    atomic_fetch_sub_explicit(&u->pool->srv->active, 1, memory_order_relaxed);
 }
 
 static void timer_arm(struct upstream *u, enum utimer kind, int64_t ms)
@@ -202,7 +193,7 @@ static enum bufferevent_filter_result tls_in_filter(struct evbuffer *src, struct
         bufferevent_write_buffer(u->under, u->tls.rout);
     if (st == TLS_ERROR) {
         char why[200];
-        log_ratelimited(LOG_WARN, "upstream %s: TLS %s: %s", u->pool->addr.text,
+        log_ratelimited(LOG_WARN, "upstream %s: TLS %s: %s", u->pool->srv->conf->addr.text,
                         was_done ? "error" : "handshake failed",
                         tls_conn_error(&u->tls, why, sizeof(why)));
         return BEV_ERROR;
@@ -229,9 +220,10 @@ static enum bufferevent_filter_result tls_out_filter(struct evbuffer *src, struc
 static bool up_connect(struct upstream *u)
 {
     const struct config *cfg = u->w->edge->cfg;
-    if (!u->pool->resolved)
+    const struct up_server *srv = u->pool->srv;
+    if (!srv->resolved)
         return false;
-    if (u->pool->site->opts.upstream_tls && u->pool->tls == NULL)
+    if (u->pool->tls_wanted && u->pool->tls == NULL)
         return false; /* the CA could not be loaded: logged at start */
     struct bufferevent *sock = bufferevent_socket_new(u->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (sock == NULL)
@@ -252,7 +244,7 @@ static bool up_connect(struct upstream *u)
     }
     bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, u);
     bufferevent_setwatermark(u->bev, EV_WRITE, 64 * 1024, 0);
-    if (bufferevent_socket_connect(sock, (struct sockaddr *)&u->pool->ss, (int)u->pool->sslen) < 0)
+    if (bufferevent_socket_connect(sock, (struct sockaddr *)&srv->ss, (int)srv->sslen) < 0)
         return false;
     evutil_socket_t fd = bufferevent_getfd(sock);
     int one = 1;
@@ -275,33 +267,14 @@ static void up_timer_cb(evutil_socket_t fd, short what, void *arg)
     up_fail(u, u->timer_kind == UT_CONNECT ? UPERR_CONNECT : UPERR_TIMEOUT);
 }
 
-static struct upstream_pool *pick_pool(struct worker *w, const struct conf_site *site, int attempt)
+struct upstream *upstream_request(struct worker *w, size_t group, int server, struct evbuffer *head,
+                                  bool head_request, const struct upstream_cbs *cbs, void *arg)
 {
-    size_t first = w->n_pools, count = 0;
-    for (size_t i = 0; i < w->n_pools; i++) {
-        if (w->pools[i].site == site) {
-            if (first == w->n_pools)
-                first = i;
-            count++;
-        }
-    }
-    if (count == 0)
-        return NULL;
-    /* Round-robin per worker; a retry moves to the next server. */
-    static __thread unsigned rr;
-    unsigned k = (rr + (unsigned)attempt) % (unsigned)count;
-    if (attempt == 0)
-        rr++;
-    return &w->pools[first + k];
-}
-
-struct upstream *upstream_request(struct worker *w, const struct conf_site *site, int attempt,
-                                  struct evbuffer *head, bool head_request,
-                                  const struct upstream_cbs *cbs, void *arg)
-{
-    struct upstream_pool *pool = pick_pool(w, site, attempt);
-    if (pool == NULL)
-        return NULL;
+    struct worker_group *wg = &w->groups[group];
+    struct upstream_pool *pool = wg->pools[server];
+    balance_conn_start(wg->bal, server);
+    atomic_fetch_add_explicit(&pool->srv->active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool->srv->picks, 1, memory_order_relaxed);
     struct upstream *u = pool->idle;
     if (u) {
         pool->idle = u->next_idle;
@@ -313,11 +286,16 @@ struct upstream *upstream_request(struct worker *w, const struct conf_site *site
         u->w = w;
         u->pool = pool;
         u->timer = evtimer_new(w->base, up_timer_cb, u);
+        u->counted = true;
         if (!up_connect(u)) {
+            uncount(u);
             up_free(u);
+            up_server_record(pool->srv, HEALTH_CONNECT_ERROR);
+            METRIC_INC(w, upstream_errors[UPERR_CONNECT]);
             return NULL;
         }
     }
+    u->counted = true;
     u->cbs = cbs;
     u->arg = arg;
     u->head_request = head_request;
@@ -343,7 +321,7 @@ struct upstream *upstream_request(struct worker *w, const struct conf_site *site
 
 const char *upstream_addr(struct upstream *u)
 {
-    return u->pool->addr.text;
+    return u->pool->srv->conf->addr.text;
 }
 
 void upstream_send_body(struct upstream *u, struct evbuffer *data, bool eof)
@@ -386,6 +364,7 @@ void upstream_resume(struct upstream *u)
 void upstream_abandon(struct upstream *u)
 {
     u->cbs = NULL;
+    uncount(u);
     up_free(u);
 }
 
@@ -395,6 +374,7 @@ static void up_release(struct upstream *u)
     const struct config *cfg = u->w->edge->cfg;
     u->cbs = NULL;
     u->arg = NULL;
+    uncount(u);
     if (u->keep_alive && u->req_eof && evbuffer_get_length(bufferevent_get_input(u->bev)) == 0 &&
         evbuffer_get_length(bufferevent_get_output(u->bev)) == 0 &&
         u->pool->n_idle < cfg->upstream_keepalive && !u->w->stopping) {
@@ -429,7 +409,11 @@ static void up_fail(struct upstream *u, enum upstream_err err)
     }
     METRIC_INC(u->w, upstream_errors[err]);
     bool any = u->any_byte;
+    if (cbs != NULL && (u->state == U_CONNECTING || u->state == U_WAIT_HEAD))
+        up_server_record(u->pool->srv,
+                         err == UPERR_TIMEOUT ? HEALTH_TIMEOUT : HEALTH_CONNECT_ERROR);
     u->cbs = NULL;
+    uncount(u);
     up_free(u);
     if (cbs)
         cbs->on_error(arg, err, any);
@@ -465,7 +449,8 @@ static void up_process(struct upstream *u)
             return;
         }
         if (r == H1_INVALID) {
-            log_ratelimited(LOG_WARN, "upstream %s: invalid response head", u->pool->addr.text);
+            log_ratelimited(LOG_WARN, "upstream %s: invalid response head",
+                            u->pool->srv->conf->addr.text);
             up_fail(u, UPERR_PROTOCOL);
             return;
         }
@@ -487,6 +472,7 @@ static void up_process(struct upstream *u)
         memset(&u->chunked, 0, sizeof(u->chunked));
         u->state = U_BODY;
         timer_arm(u, UT_IDLE, cfg->upstream_idle_timeout_ms);
+        up_server_record(u->pool->srv, u->resp.status >= 500 ? HEALTH_HTTP_5XX : HEALTH_OK);
         u->in_cb = true;
         u->cbs->on_head(u->arg, &u->resp, u->head_mem);
         u->in_cb = false;

@@ -28,7 +28,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
            c->n_listen + c->n_tls_listen + c->n_passthrough_listen > 0);
     for (size_t i = 0; i < c->n_sites; i++) {
         const struct conf_site *s = &c->sites[i];
-        ASSERT(s->n_names > 0 && s->n_origins > 0);
+        ASSERT(s->n_names > 0 && s->upstream < c->n_upstreams);
+        ASSERT(c->upstreams[s->upstream].n_servers > 0);
+        for (size_t j = 0; j < s->n_shields; j++)
+            ASSERT(s->shields[j] < c->n_upstreams && c->upstreams[s->shields[j]].shield);
         /* Every name of a site must find that site (names are unique). */
         for (size_t j = 0; j < s->n_names; j++)
             ASSERT(conf_site_find(c, str_cstr(s->names[j])) == s);

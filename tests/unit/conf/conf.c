@@ -71,7 +71,18 @@ static void test_defaults(void)
     is_int(c->upstream_first_byte_timeout_ms, 30000, "upstream_first_byte_timeout");
     is_int(c->upstream_idle_timeout_ms, 60000, "upstream_idle_timeout");
     is_int(c->upstream_keepalive, 32, "upstream_keepalive");
-    is_int(c->upstream_retries, 1, "upstream_retries");
+    is_int(c->upstream_retries, 2, "upstream_retries");
+    is_int(c->retry_budget_pct, 20, "retry_budget");
+    is_int(c->role, CONF_ROLE_EDGE, "role edge");
+    is_str(c->health_path, "/_outpost/health", "health_path");
+    is_int(c->upstream_defaults.balance, CONF_BALANCE_ROUND_ROBIN, "balance round_robin");
+    ok(c->upstream_defaults.health_check == NULL, "health_check off");
+    is_int(c->upstream_defaults.health_status_lo, 200, "health_status lo");
+    is_int(c->upstream_defaults.health_status_hi, 399, "health_status hi");
+    is_int(c->upstream_defaults.passive_failures, 5, "passive_failures");
+    is_int(c->upstream_defaults.passive_cooldown_ms, 10000, "passive_cooldown");
+    ok(c->site_defaults.shield_fallback_origin, "shield_fallback_origin on");
+    ok(c->site_defaults.shields == NULL, "no shields");
     ok(!c->debug_api, "debug_api off");
     is_int(c->defaults.default_ttl, 0, "default_ttl 0");
     is_int(c->defaults.max_ttl, 0, "max_ttl 0");
@@ -332,9 +343,10 @@ static void test_errors(void)
     parse_fails("site a {\n origin o:1\n default_ttl 1\n default_ttl 2\n}\n",
                 "t.conf:4: default_ttl: duplicate directive (already set at line 3)",
                 "duplicate in a site");
-    parse_fails("site a {\n default_ttl 1\n}\n",
-                "t.conf:1: site: no origin in the site block (add: origin HOST:PORT)",
-                "site without origin");
+    parse_fails(
+        "site a {\n default_ttl 1\n}\n",
+        "t.conf:1: site: no origin in the site block (add: origin HOST:PORT, or origin_pool NAME)",
+        "site without origin");
     parse_fails("site a {\n origin\n}\n", "t.conf:2: origin: missing argument (HOST:PORT)",
                 "origin without address");
     parse_fails("site a {\n origin http://o:1\n}\n",
@@ -356,9 +368,9 @@ static void test_errors(void)
     parse_fails("site {\n}\n", "t.conf:1: site: missing site name (a host name, *.suffix or *)",
                 "site without name");
     parse_fails("workers 2 {\n",
-                "t.conf:1: workers: unexpected '{': only a site line opens a block",
+                "t.conf:1: workers: unexpected '{': only a site or upstream line opens a block",
                 "brace on a directive");
-    parse_fails("{\n", "t.conf:1: {: '{' must follow a site line", "lone brace");
+    parse_fails("{\n", "t.conf:1: {: '{' must follow a site or upstream line", "lone brace");
     parse_fails("node_name \"abc\n" SITE,
                 "t.conf:1: node_name: unterminated quoted string (a closing '\"' is missing)",
                 "unterminated quote");
@@ -372,13 +384,11 @@ static void test_errors(void)
     parse_fails("node_name \"ab\"c\n" SITE,
                 "t.conf:1: node_name: expected a space after a closing '\"'", "after quote");
     parse_fails("site a {\n workers 2\n origin o:1\n}\n",
-                "t.conf:2: workers: not allowed inside a site block (global only)",
-                "global directive in a site");
+                "t.conf:2: workers: not allowed inside a site block", "global directive in a site");
     parse_fails("origin o:1\n" SITE, "t.conf:1: origin: only allowed inside a site block",
                 "site directive at global level");
     parse_fails("site a {\n site b {\n",
-                "t.conf:2: site: site blocks do not nest (the site at "
-                "line 1 is not closed)",
+                "t.conf:2: site: blocks do not nest (the site block at line 1 is not closed)",
                 "nested site");
     parse_fails("site a.example {\n origin o:1\n}\nsite b.example A.example {\n origin o:1\n}\n",
                 "t.conf:4: site: duplicate site name 'A.example' (already used by the site at "
@@ -752,6 +762,147 @@ static void test_tls(void)
     }
 }
 
+/* upstream blocks, origin_pool, shields, role: issue 6 */
+static void test_upstreams(void)
+{
+    struct config *c =
+        parse("health_interval 500ms\n"
+              "upstream origins {\n"
+              " server 10.0.0.1:80 weight=3\n"
+              " server [2001:db8::1]:8080 max_conns=10 weight=2\n"
+              " balance least_conn\n"
+              " health_check /healthz\n"
+              " health_status 2xx\n"
+              "}\n"
+              "upstream eu-shields {\n"
+              " server 10.1.0.1:80\n"
+              " server 10.1.0.2:80\n"
+              "}\n"
+              "upstream us-shields {\n"
+              " server 10.2.0.1:80\n"
+              " health_check off\n"
+              "}\n"
+              "shields eu-shields us-shields\n"
+              "site a.example {\n origin_pool origins\n}\n"
+              "site * {\n origin 127.0.0.1:9000 127.0.0.1:9001\n shields us-shields\n"
+              " shield_fallback_origin off\n}\n");
+    ok(c != NULL, "upstream blocks parse: %s", err);
+    if (c == NULL)
+        return;
+    is_int(c->n_upstreams, 4, "three blocks and the catch-all's origin line");
+    const struct conf_upstream *o = &c->upstreams[0];
+    is_str(o->name, "origins", "block name");
+    is_int(o->n_servers, 2, "two servers");
+    is_int(o->servers[0].weight, 3, "weight");
+    is_int(o->servers[1].max_conns, 10, "max_conns");
+    is_int(o->servers[1].weight, 2, "weight after max_conns");
+    is_str(o->servers[1].addr.text, "[2001:db8::1]:8080", "v6 server");
+    is_int(o->opts.balance, CONF_BALANCE_LEAST_CONN, "balance");
+    is_str(o->opts.health_check, "/healthz", "health_check");
+    is_int(o->opts.health_status_lo, 200, "2xx lo");
+    is_int(o->opts.health_status_hi, 299, "2xx hi");
+    is_int(o->opts.health_interval_ms, 500, "global health_interval inherited");
+    ok(!o->shield, "an origin pool is not a shield group");
+    ok(c->upstreams[1].shield, "eu-shields is a shield group");
+    is_str(c->upstreams[1].opts.health_check, "/_outpost/health",
+           "a shield group checks the shields' health endpoint by default");
+    ok(c->upstreams[2].opts.health_check == NULL, "health_check off is kept for a shield group");
+    is_int(c->sites[0].upstream, 0, "origin_pool resolved");
+    is_int(c->sites[0].n_shields, 2, "global shields inherited");
+    is_int(c->sites[0].shields[0], 1, "first shield group");
+    is_int(c->sites[0].shields[1], 2, "fallback shield group");
+    ok(c->sites[0].opts.shield_fallback_origin, "fallback on by default");
+    is_int(c->sites[1].upstream, 3, "inline origin line: its own upstream");
+    ok(c->upstreams[3].implicit, "implicit");
+    is_str(c->upstreams[3].name, "site *", "implicit name");
+    is_int(c->upstreams[3].n_servers, 2, "inline servers");
+    is_int(c->upstreams[3].opts.health_interval_ms, 500, "implicit gets the global options");
+    is_int(c->sites[1].n_shields, 1, "site shields override the global");
+    ok(!c->sites[1].opts.shield_fallback_origin, "fallback off");
+    conf_free(&c);
+
+    parse_fails("site * {\n origin_pool nope\n}\n",
+                "t.conf:2: origin_pool: no upstream block named 'nope'", "unknown origin_pool");
+    parse_fails("upstream a {\n}\n" SITE,
+                "t.conf:1: upstream: no server in the upstream block (add: server HOST:PORT)",
+                "empty upstream");
+    parse_fails("upstream a {\n server 1.2.3.4:5 weight=0\n}\n",
+                "t.conf:2: server: 'weight=0': the weight must be from 1 to 1000", "weight 0");
+    parse_fails("upstream a {\n server 1.2.3.4:5 colour=red\n}\n",
+                "t.conf:2: server: 'colour=red': expected weight=N or max_conns=N",
+                "unknown param");
+    parse_fails("upstream a {\n server 1.2.3.4:5\n server 1.2.3.4:5\n}\n",
+                "t.conf:3: server: 1.2.3.4:5 is listed twice in this upstream", "duplicate server");
+    parse_fails("upstream a {\n server 1.2.3.4:5\n}\nupstream a {\n",
+                "t.conf:4: upstream: duplicate upstream name 'a' (already used at line 1)",
+                "duplicate upstream");
+    parse_fails("upstream a {\n listen 1.2.3.4:5\n",
+                "t.conf:2: listen: not allowed inside an upstream block", "global in upstream");
+    parse_fails("server 1.2.3.4:5\n", "t.conf:1: server: only allowed inside an upstream block",
+                "server outside");
+    parse_fails("upstream a {\n server 1.2.3.4:5\n balance random\n}\n",
+                "t.conf:3: balance: expected round_robin, least_conn or hash, got 'random'",
+                "bad balance");
+    parse_fails("upstream a {\n server 1.2.3.4:5\n health_status 600\n}\n",
+                "t.conf:3: health_status: expected a status such as 200, 2xx or 200-399, got "
+                "'600'",
+                "bad status");
+    parse_fails("upstream a {\n server 1.2.3.4:5\n health_check healthz\n}\n",
+                "t.conf:3: health_check: expected a path starting with '/', or off, got 'healthz'",
+                "relative health path");
+    parse_fails("upstream a {\n server 1.2.3.4:5\n site b {\n",
+                "t.conf:3: site: blocks do not nest (the upstream block at line 1 is not closed)",
+                "site in upstream");
+    parse_fails("upstream a {\n server 1.2.3.4:5\n",
+                "t.conf:1: upstream: block not closed: missing '}' before the end of the file",
+                "unclosed upstream");
+    parse_fails("shields nope\n" SITE, "t.conf:1: shields: no upstream block named 'nope'",
+                "unknown shield group");
+    parse_fails("upstream s {\n server 1.2.3.4:5\n}\nrole shield\nshields s\n" SITE,
+                "t.conf:5: shields: a shield sends misses to its origin only (role is shield)",
+                "shield with shields");
+    parse_fails("upstream s {\n server 1.2.3.4:5\n}\n"
+                "site * {\n origin_pool s\n shields s\n}\n",
+                "t.conf:6: shields: 's' is also the site's origin_pool", "pool is its own shield");
+    parse_fails("upstream s {\n server 1.2.3.4:5\n}\n"
+                "site * {\n origin_pool s\n origin 1.2.3.4:6\n}\n",
+                "t.conf:4: site: has both origin and origin_pool: give one", "both");
+    parse_fails("role origin\n" SITE, "t.conf:1: role: expected edge or shield, got 'origin'",
+                "bad role");
+
+    ok(LOAD(&c, "--origin", "http://127.0.0.1:9000", "--shield", "http://127.0.0.1:7001",
+            "--shield", "127.0.0.1:7002") != 0,
+       "--shield needs a URL");
+    ok(LOAD(&c, "--origin", "http://127.0.0.1:9000", "--shield", "http://127.0.0.1:7001",
+            "--shield", "http://127.0.0.1:7002/") == 0,
+       "--shield: %s", err);
+    if (c != NULL) {
+        is_int(c->role, CONF_ROLE_EDGE, "edge by default");
+        is_int(c->sites[0].n_shields, 1, "one shield group");
+        const struct conf_upstream *u = &c->upstreams[c->sites[0].shields[0]];
+        is_str(u->name, "--shield", "the flag's group");
+        is_int(u->n_servers, 2, "--shield repeatable");
+        is_str(u->servers[1].addr.text, "127.0.0.1:7002", "second shield");
+        ok(u->shield && !u->tls, "plain shield group");
+        is_str(c->upstreams[c->sites[0].upstream].servers[0].addr.text, "127.0.0.1:9000",
+               "--origin is the fallback");
+        conf_free(&c);
+    }
+    ok(LOAD(&c, "--role", "shield", "--origin", "http://127.0.0.1:9000") == 0, "--role: %s", err);
+    if (c != NULL) {
+        is_int(c->role, CONF_ROLE_SHIELD, "--role shield");
+        is_int(c->sites[0].n_shields, 0, "a shield has no shields");
+        conf_free(&c);
+    }
+    LOAD_FAILS("command line: --shield: a shield sends misses to its origin only (role is shield)",
+               "shield with --shield", "--role", "shield", "--origin", "http://127.0.0.1:9000",
+               "--shield", "http://127.0.0.1:7001");
+    LOAD_FAILS("command line: --shield: 'https://127.0.0.1:7002': mixes http:// and https:// "
+               "shields",
+               "mixed schemes", "--origin", "http://127.0.0.1:9000", "--shield",
+               "http://127.0.0.1:7001", "--shield", "https://127.0.0.1:7002");
+}
+
 int main(void)
 {
     test_defaults();
@@ -761,6 +912,7 @@ int main(void)
     test_errors();
     test_site_find();
     test_flags();
+    test_upstreams();
     test_tls();
     test_readme();
     return tap_done();

@@ -472,7 +472,10 @@ static void up_process(struct upstream *u)
         memset(&u->chunked, 0, sizeof(u->chunked));
         u->state = U_BODY;
         timer_arm(u, UT_IDLE, cfg->upstream_idle_timeout_ms);
-        up_server_record(u->pool->srv, u->resp.status >= 500 ? HEALTH_HTTP_5XX : HEALTH_OK);
+        /* A shield's 5xx speaks for its origin, not for the shield: only origin servers'
+         * 5xx count against them (else an origin outage would eject every shield). */
+        bool bad = u->resp.status >= 500 && !u->pool->srv->g->shield;
+        up_server_record(u->pool->srv, bad ? HEALTH_HTTP_5XX : HEALTH_OK);
         u->in_cb = true;
         u->cbs->on_head(u->arg, &u->resp, u->head_mem);
         u->in_cb = false;

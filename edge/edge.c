@@ -430,6 +430,9 @@ int edge_run(struct edge *e)
         if (err != 0)
             goto out;
     }
+    err = hcheck_start(e, base, &e->hcheck);
+    if (err != 0)
+        goto out;
     for (size_t i = 0; i < e->n_workers; i++)
         pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i]);
     for (size_t i = 0; i < e->cfg->n_listen; i++)
@@ -449,6 +452,7 @@ int edge_run(struct edge *e)
         pthread_join(e->workers[i].thread, NULL);
     log_msg(LOG_INFO, "all workers stopped");
 out:
+    hcheck_stop(&e->hcheck); /* before the base: libevent frees its closed connections */
     if (e->admin)
         admin_stop(&e->admin);
     event_free(sigterm);

@@ -51,6 +51,7 @@ enum utimer {
     UT_FIRST_BYTE = 2,
     UT_IDLE = 3,
     UT_POOL = 4,
+    UT_TLS_FAILED = 5, /* fail the request on the next loop turn (from inside the filter) */
 };
 
 struct upstream_pool {
@@ -196,6 +197,9 @@ static enum bufferevent_filter_result tls_in_filter(struct evbuffer *src, struct
         log_ratelimited(LOG_WARN, "upstream %s: TLS %s: %s", u->pool->srv->conf->addr.text,
                         was_done ? "error" : "handshake failed",
                         tls_conn_error(&u->tls, why, sizeof(why)));
+        /* libevent ignores a filter's BEV_ERROR: without this the request would wait for a
+         * timeout. Failing here would free the bufferevent inside its own callback. */
+        timer_arm(u, UT_TLS_FAILED, 1);
         return BEV_ERROR;
     }
     if (!was_done && u->tls.handshake_done)
@@ -264,7 +268,8 @@ static void up_timer_cb(evutil_socket_t fd, short what, void *arg)
         up_free(u);
         return;
     }
-    up_fail(u, u->timer_kind == UT_CONNECT ? UPERR_CONNECT : UPERR_TIMEOUT);
+    up_fail(u, u->timer_kind == UT_CONNECT || u->timer_kind == UT_TLS_FAILED ? UPERR_CONNECT
+                                                                            : UPERR_TIMEOUT);
 }
 
 struct upstream *upstream_request(struct worker *w, size_t group, int server, struct evbuffer *head,
@@ -472,7 +477,10 @@ static void up_process(struct upstream *u)
         memset(&u->chunked, 0, sizeof(u->chunked));
         u->state = U_BODY;
         timer_arm(u, UT_IDLE, cfg->upstream_idle_timeout_ms);
-        up_server_record(u->pool->srv, u->resp.status >= 500 ? HEALTH_HTTP_5XX : HEALTH_OK);
+        /* A shield's 5xx speaks for its origin, not for the shield: only origin servers'
+         * 5xx count against them (else an origin outage would eject every shield). */
+        bool bad = u->resp.status >= 500 && !u->pool->srv->g->shield;
+        up_server_record(u->pool->srv, bad ? HEALTH_HTTP_5XX : HEALTH_OK);
         u->in_cb = true;
         u->cbs->on_head(u->arg, &u->resp, u->head_mem);
         u->in_cb = false;

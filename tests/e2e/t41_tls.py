@@ -255,6 +255,42 @@ def test_bridging_refuses_bad_certificates(spawn_outpost, tls_origin, certs, opt
     wait_for(lambda: why in node.stderr_text(), msg="the reason in the log")
 
 
+def test_bridging_origin_that_is_not_tls_fails_at_once(spawn_outpost):
+    """A bridged origin that answers the ClientHello with plaintext and keeps the connection
+    open: the TLS error must fail the request at once (502, counted as a connect error), not
+    after upstream_first_byte_timeout (504). Regression: libevent ignores a filter's error
+    result, so the request used to wait for the timeout."""
+    lsock = socket.socket()
+    lsock.bind((HOST, 0))
+    lsock.listen(8)
+    held = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            held.append(c)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    import threading
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        config = ("upstream_first_byte_timeout 60s\nupstream_retries 0\n"
+                  "site * {\n origin %s:%d\n upstream_tls on\n}\n" % (HOST, lsock.getsockname()[1]))
+        node = spawn_outpost(None, config=config)
+        r = curl(node.url("/plain"), timeout=20)
+        assert r.status == 502
+        m = node.metrics()
+        assert harness.metric_sum(m, "outpost_upstream_errors_total", {"reason": "connect"}) >= 1
+        assert harness.metric_sum(m, "outpost_upstream_errors_total", {"reason": "timeout"}) == 0
+    finally:
+        lsock.close()
+        for c in held:
+            c.close()
+
+
 def test_bridging_without_verification(spawn_outpost, tls_origin, certs):
     node = _bridge(spawn_outpost, tls_origin, certs, " upstream_tls_verify off\n")
     r = curl(node.url("/nv"))

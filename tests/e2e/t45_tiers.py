@@ -422,42 +422,42 @@ def test_shield_killed_under_load_no_client_error(spawn_outpost, origins):
 # d. stale when the origin is down, fresh when it is back
 
 
-def test_origin_down_stale_served_then_fresh_again(spawn_outpost, origins):
-    """/conf: the edge allows stale_if_error by config, the shield does not (it answers 502 and
-    the edge serves its copy); /hdr: the object says stale-if-error, so the shield serves its
-    stale copy to the edge. Either way the client gets the stale copy with X-Cache: STALE."""
+@pytest.mark.parametrize("copy", ["edge", "shield"])
+def test_origin_down_stale_served_then_fresh_again(spawn_outpost, origins, copy):
+    """copy=edge: the edge allows stale_if_error by config, the shield does not, so the shield
+    answers 502 and the edge serves its own stale copy. copy=shield: the object says
+    stale-if-error, so the shield serves its stale copy to the edge. Either way the client
+    gets the stale copy with X-Cache: STALE, and the fresh object once the origin is back."""
     oa = origins()
     cool = ["--set", "passive_cooldown=200ms"]
     s1 = shield(spawn_outpost, "t45-s1", [oa], extra=cool)
     e1 = edge(spawn_outpost, "t45-e1", [s1], oa, extra=["--set", "stale_if_error=100"] + cool,
               tls=False)
-    ccs = {"/conf": "max-age=10", "/hdr": "max-age=10, stale-if-error=100"}
-
-    def routes(o, tag):
-        for p, cc in ccs.items():
-            o.route(p, headers={"Cache-Control": cc}, body=("%s %s" % (p, tag)).encode())
-    routes(oa, "old")
-    for p in ccs:
-        r = get(e1, p)
-        assert (r.status, r.xcache, r.body) == (200, "MISS", ("%s old" % p).encode())
+    cc = "max-age=10" if copy == "edge" else "max-age=10, stale-if-error=100"
+    oa.route("/sie", headers={"Cache-Control": cc}, body=b"old")
+    r = get(e1, "/sie")
+    assert (r.status, r.xcache, r.body) == (200, "MISS", b"old")
     for node in (s1, e1):
         node.advance_clock(20)
     oa.clock_offset += 20
     port = oa.port
     oa.shutdown()
-    for p in ccs:
-        r = get(e1, p, timeout=30)
-        assert (r.status, r.xcache, r.body) == (200, "STALE", ("%s old" % p).encode()), \
-            "%s with the origin down: %d %s %r" % (p, r.status, r.xcache, r.body[:200])
-        assert r.age is not None and r.age >= 20, r.age
+    down = get(e1, "/sie", timeout=30)
+    assert (down.status, down.body) == (200, b"old"), (down.status, down.body[:200])
+    assert down.age is not None and down.age >= 20, down.age
     back = origins(port)
     back.clock_offset = oa.clock_offset
-    routes(back, "new")
-    for p in ccs:
-        new = ("%s new" % p).encode()
-        wait_for(lambda: get(e1, p).body == new, 15, msg="%s fresh once the origin is back" % p)
-        r = get(e1, p)
-        assert (r.status, r.xcache, r.body) == (200, "HIT", new), (p, r.status, r.xcache)
+    back.route("/sie", headers={"Cache-Control": cc}, body=b"new")
+    wait_for(lambda: get(e1, "/sie").body == b"new", 15, msg="fresh once the origin is back")
+    # BUG (reported, copy=edge; also on a single node, before tiering): after a stale copy was
+    # served for a 5xx, the request right after the next complete miss does not wait for that
+    # miss's commit: it is a MISS again, sent upstream a second time
+    r = get(e1, "/sie")
+    assert (r.status, r.xcache, r.body) == (200, "HIT", b"new"), (r.status, r.xcache)
+    # BUG (reported, copy=shield): the edge passes the shield's stale copy (Age 20 with
+    # max-age=10) on with X-Cache: MISS; the client is not told it got a stale object
+    assert down.xcache == "STALE", "stale copy served with the origin down: X-Cache %s, Age %s" % (
+        down.xcache, down.age)
 
 
 # --------------------------------------------------------------------------------------------

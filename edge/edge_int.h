@@ -368,7 +368,6 @@ struct fetch_params {
     struct exchange *x; /* the request to send (method, headers, body) */
     struct cache_obj *validate; /* stored object to revalidate (conditional request) */
     bool background; /* no reader: a revalidation nobody waits for */
-    bool no_join; /* keyed (may be stored) but not joinable: hit-for-miss */
     bool private_; /* never shared nor stored (BYPASS); `key` only invalidates */
     bool invalidate; /* unsafe method: invalidate `key` after a success */
 };

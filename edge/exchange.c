@@ -565,7 +565,6 @@ static void start_fetch(struct exchange *x, struct cache_obj *validate, bool may
         .key = x->key,
         .x = x,
         .validate = validate,
-        .no_join = nocollapse, /* may_join only stops us joining, not others joining us */
     };
     struct fetch *f;
     enum fetch_found how = FETCH_STARTED;
@@ -687,6 +686,11 @@ static void on_fetch_head(struct exchange *x)
     x->status = h->status;
     bool shared = h->shareable;
     int64_t age = shared ? cache_policy_age(&h->meta, now) : -1;
+    /* A response already stale when it arrives (a shield serving its stale copy while the
+     * origin is down, with its Age past the lifetime) is stale for our client too. */
+    if (shared && x->status < 300 && age > h->meta.freshness_lifetime &&
+        (x->xcache == XCACHE_MISS || x->xcache == XCACHE_COLLAPSED))
+        x->xcache = XCACHE_STALE;
     response_headers(x, &src, age, now);
     x->resp_length = h->content_length;
     x->no_body = x->is_head;

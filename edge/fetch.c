@@ -1045,9 +1045,12 @@ static struct fetch *fetch_new(struct worker *w, const struct fetch_params *p,
     return f;
 }
 
-static bool registrable(const struct fetch *f, const struct fetch_params *p)
+/* Every shared fetch is registered, also under hit-for-miss: requests of a no-collapse key do
+ * not join it (exchange.c), but once its head turns out storable and clears the mark, the
+ * next requests must find it, or they would fetch again before its object is committed. */
+static bool registrable(const struct fetch *f)
 {
-    return f->keyed && !p->no_join && !f->private_;
+    return f->keyed && !f->private_;
 }
 
 static void fetch_launch(struct fetch *f)
@@ -1063,7 +1066,7 @@ static void fetch_launch(struct fetch *f)
 struct fetch *fetch_start(struct worker *w, const struct fetch_params *p, struct fetch_reader *r)
 {
     struct fetch *f = fetch_new(w, p, r);
-    if (registrable(f, p)) {
+    if (registrable(f)) {
         pthread_mutex_lock(&f->e->fetch_lock);
         table_insert_locked(f);
         pthread_mutex_unlock(&f->e->fetch_lock);
@@ -1091,7 +1094,7 @@ struct fetch *fetch_join_or_start(struct worker *w, const struct fetch_params *p
     /* Built under the lock (a miss, a few allocations) so that no other miss of the key can
      * slip in between the search and the registration. */
     f = fetch_new(w, p, r);
-    if (registrable(f, p))
+    if (registrable(f))
         table_insert_locked(f);
     pthread_mutex_unlock(&e->fetch_lock);
     *how = FETCH_STARTED;

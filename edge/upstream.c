@@ -269,7 +269,7 @@ static void up_timer_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     up_fail(u, u->timer_kind == UT_CONNECT || u->timer_kind == UT_TLS_FAILED ? UPERR_CONNECT
-                                                                            : UPERR_TIMEOUT);
+                                                                             : UPERR_TIMEOUT);
 }
 
 struct upstream *upstream_request(struct worker *w, size_t group, int server, struct evbuffer *head,

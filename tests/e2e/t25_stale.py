@@ -4,6 +4,7 @@ stale-if-error: when the origin fails (5xx or down) inside the window the stale 
 beyond the windows the origin's answer (or the edge's 502/504) passes through."""
 
 import threading
+import time
 
 from harness import curl, wait_for
 
@@ -105,3 +106,37 @@ def test_origin_down_without_stale_copy_is_502(outpost, origin, proto):
     r = curl(outpost.url("/nothing"), http=proto, timeout=20)
     assert r.status in (502, 504)
     assert outpost.metric("outpost_upstream_errors_total", {"reason": "connect"}) >= 1
+
+
+def test_request_during_the_fetch_after_stale_if_error_joins_it(outpost, origin):
+    """A 5xx (served stale) marks the key hit-for-miss; the next fetch's cacheable head clears
+    the mark, and a request arriving while that fetch streams must join it, not fetch again.
+    Regression: fetches started under the mark were never put in the table, so the request
+    after them went to the origin a second time (seen at an edge behind a shield)."""
+    from harness import RawConn, get_req
+    _route(origin, "/sj", "max-age=10, stale-if-error=100", etag=None)
+    curl(outpost.url("/sj"))
+    outpost.advance_clock(20)
+    origin.route("/sj", status=500, body=b"broken")
+    assert curl(outpost.url("/sj")).xcache == "STALE"
+    release = threading.Event()
+
+    def body(req):
+        def pieces():
+            yield b"first "
+            release.wait(10)
+            yield b"second"
+        return 200, {"Cache-Control": "max-age=60"}, pieces()
+    origin.route("/sj", body=body)
+    with RawConn(outpost) as a:
+        a.send(get_req("/sj", host="127.0.0.1:%d" % outpost.port))  # curl's Host: one key
+        a.read_until(b"first")  # the head has been through the edge: the mark is cleared
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("b", curl(outpost.url("/sj"))))
+        t.start()
+        time.sleep(0.3)  # what must not happen: a second request reaching the origin
+        assert origin.count("/sj") == 3
+        release.set()
+        t.join(15)
+    assert out["b"].body == b"first second" and out["b"].xcache == "COLLAPSED"
+    assert origin.count("/sj") == 3

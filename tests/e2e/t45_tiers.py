@@ -449,13 +449,11 @@ def test_origin_down_stale_served_then_fresh_again(spawn_outpost, origins, copy)
     back.clock_offset = oa.clock_offset
     back.route("/sie", headers={"Cache-Control": cc}, body=b"new")
     wait_for(lambda: get(e1, "/sie").body == b"new", 15, msg="fresh once the origin is back")
-    # BUG (reported, copy=edge; also on a single node, before tiering): after a stale copy was
-    # served for a 5xx, the request right after the next complete miss does not wait for that
-    # miss's commit: it is a MISS again, sent upstream a second time
+    # After a stale copy was served for a 5xx, the request right after the next complete miss
+    # waits for that miss's commit (was: a second MISS upstream; t25 has the regression test).
     r = get(e1, "/sie")
     assert (r.status, r.xcache, r.body) == (200, "HIT", b"new"), (r.status, r.xcache)
-    # BUG (reported, copy=shield): the edge passes the shield's stale copy (Age 20 with
-    # max-age=10) on with X-Cache: MISS; the client is not told it got a stale object
+    # The shield's stale copy (Age 20 with max-age=10) is STALE at the edge too (was: MISS).
     assert down.xcache == "STALE", "stale copy served with the origin down: X-Cache %s, Age %s" % (
         down.xcache, down.age)
 

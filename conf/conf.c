@@ -1372,6 +1372,23 @@ static int upstreams_resolve(struct builder *b, const char *file)
             }
             site->upstream = idx;
         }
+        /* One TLS setting per origin pool: its connections are shared by the sites using it. */
+        for (size_t k = 0; k < s; k++) {
+            const struct conf_site_opts *o1 = &c->sites[k].opts, *o2 = &site->opts;
+            if (c->sites[k].upstream != site->upstream)
+                continue;
+            if (o1->upstream_tls != o2->upstream_tls ||
+                o1->upstream_tls_verify != o2->upstream_tls_verify ||
+                !str_eq(str_cstr(o1->upstream_tls_ca ? o1->upstream_tls_ca : ""),
+                        str_cstr(o2->upstream_tls_ca ? o2->upstream_tls_ca : "")) ||
+                !str_eq(str_cstr(o1->upstream_tls_name ? o1->upstream_tls_name : ""),
+                        str_cstr(o2->upstream_tls_name ? o2->upstream_tls_name : "")))
+                return fail(b, &w,
+                            "shares origin_pool '%s' with the site at line %u but not its "
+                            "upstream_tls settings",
+                            c->upstreams[site->upstream].name, c->sites[k].line);
+            break;
+        }
         if (site->opts.shields == NULL)
             continue;
         unsigned at = b->sx[s].set[CONF_OPT_SHIELDS] ? b->sx[s].set[CONF_OPT_SHIELDS]

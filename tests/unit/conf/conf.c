@@ -867,6 +867,15 @@ static void test_upstreams(void)
     parse_fails("upstream s {\n server 1.2.3.4:5\n}\n"
                 "site * {\n origin_pool s\n origin 1.2.3.4:6\n}\n",
                 "t.conf:4: site: has both origin and origin_pool: give one", "both");
+    parse_fails("upstream p {\n server 1.2.3.4:5\n}\nsite a {\n origin_pool p\n}\n"
+                "site b {\n origin_pool p\n upstream_tls on\n}\n",
+                "t.conf:7: site: shares origin_pool 'p' with the site at line 4 but not its "
+                "upstream_tls settings",
+                "pool with two TLS settings");
+    c = parse("upstream p {\n server 1.2.3.4:5\n}\nupstream_tls on\nsite a {\n origin_pool p\n}\n"
+              "site b {\n origin_pool p\n}\n");
+    ok(c != NULL, "sites sharing a pool with the same TLS settings: %s", err);
+    conf_free(&c);
     parse_fails("role origin\n" SITE, "t.conf:1: role: expected edge or shield, got 'origin'",
                 "bad role");
 

@@ -42,20 +42,6 @@ static void respond(struct admin_conn *c, int status, const char *reason, const 
     bufferevent_disable(c->bev, EV_READ);
 }
 
-static void json_str(struct buf *b, const char *s)
-{
-    buf_append_cstr(b, "\"");
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            buf_printf(b, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            buf_printf(b, "\\u%04x", *s);
-        else
-            buf_append(b, s, 1);
-    }
-    buf_append_cstr(b, "\"");
-}
-
 static void render_status(struct edge *e, struct buf *b)
 {
     const struct config *cfg = e->cfg;
@@ -63,7 +49,7 @@ static void render_status(struct edge *e, struct buf *b)
     cache_stats_get(e->cache, &cs);
     int64_t conns = atomic_load(&e->connections);
     buf_append_cstr(b, "{\"node\":");
-    json_str(b, cfg->node_name);
+    buf_append_json_str(b, cfg->node_name);
     buf_printf(b,
                ",\"version\":\"%s\",\"role\":\"%s\",\"uptime\":%lld,\"workers\":%zu,"
                "\"connections\":%lld,\"clock_offset\":%lld,",
@@ -78,7 +64,7 @@ static void render_status(struct edge *e, struct buf *b)
     for (size_t i = 0; i < cfg->n_listen; i++) {
         if (i)
             buf_append_cstr(b, ",");
-        json_str(b, cfg->listen[i].text);
+        buf_append_json_str(b, cfg->listen[i].text);
     }
     buf_append_cstr(b, "],\"sites\":[");
     for (size_t i = 0; i < cfg->n_sites; i++) {
@@ -87,15 +73,15 @@ static void render_status(struct edge *e, struct buf *b)
         for (size_t j = 0; j < s->n_names; j++) {
             if (j)
                 buf_append_cstr(b, ",");
-            json_str(b, s->names[j]);
+            buf_append_json_str(b, s->names[j]);
         }
         buf_append_cstr(b, "],\"origin\":");
-        json_str(b, cfg->upstreams[s->upstream].name);
+        buf_append_json_str(b, cfg->upstreams[s->upstream].name);
         buf_append_cstr(b, ",\"shields\":[");
         for (size_t j = 0; j < s->n_shields; j++) {
             if (j)
                 buf_append_cstr(b, ",");
-            json_str(b, cfg->upstreams[s->shields[j]].name);
+            buf_append_json_str(b, cfg->upstreams[s->shields[j]].name);
         }
         buf_printf(b, "],\"shield_fallback_origin\":%s}",
                    s->opts.shield_fallback_origin ? "true" : "false");

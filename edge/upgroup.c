@@ -273,21 +273,6 @@ void upgroups_tick(struct edge *e)
 
 /* ---- /status and /metrics ---------------------------------------------------------------- */
 
-static void json_str(struct buf *b, const char *s)
-{
-    buf_append_cstr(b, "\"");
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            buf_printf(b, "\\%c", ch);
-        else if (ch < 0x20)
-            buf_printf(b, "\\u%04x", ch);
-        else
-            buf_append(b, s, 1);
-    }
-    buf_append_cstr(b, "\"");
-}
-
 void upgroups_status_json(struct edge *e, struct buf *b)
 {
     int64_t now = edge_mono_ms();
@@ -296,13 +281,13 @@ void upgroups_status_json(struct edge *e, struct buf *b)
         struct up_group *g = &e->groups[gi];
         const struct conf_upstream_opts *o = &g->conf->opts;
         buf_append_cstr(b, gi ? ",{\"name\":" : "{\"name\":");
-        json_str(b, g->conf->name);
+        buf_append_json_str(b, g->conf->name);
         buf_printf(b, ",\"shield\":%s,\"balance\":\"%s\",\"tls\":%s,\"health_check\":",
                    g->shield ? "true" : "false",
                    g->shield ? "hash" : balance_name((enum conf_balance)o->balance),
                    g->tls ? "true" : "false");
         if (o->health_check)
-            json_str(b, o->health_check);
+            buf_append_json_str(b, o->health_check);
         else
             buf_append_cstr(b, "null");
         buf_append_cstr(b, ",\"servers\":[");
@@ -314,7 +299,7 @@ void upgroups_status_json(struct edge *e, struct buf *b)
             health_counts(&s->health, now, &window_total, &window_failed, &ejections);
             pthread_mutex_unlock(&s->lock);
             buf_append_cstr(b, i ? ",{\"address\":" : "{\"address\":");
-            json_str(b, s->conf->addr.text);
+            buf_append_json_str(b, s->conf->addr.text);
             buf_printf(
                 b,
                 ",\"weight\":%u,\"max_conns\":%u,\"state\":\"%s\",\"active\":%" PRId64

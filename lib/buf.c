@@ -84,3 +84,18 @@ void buf_consume(struct buf *b, size_t n)
     if (b->p)
         b->p[b->len] = '\0';
 }
+
+void buf_append_json_str(struct buf *b, const char *s)
+{
+    buf_append(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            buf_printf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            buf_printf(b, "\\u%04x", ch);
+        else
+            buf_append(b, s, 1);
+    }
+    buf_append(b, "\"", 1);
+}

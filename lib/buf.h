@@ -25,6 +25,8 @@ void buf_append_str(struct buf *b, struct str s);
 void buf_append_cstr(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Append `s` as a JSON string: quoted, with '"', '\\' and control characters escaped. */
+void buf_append_json_str(struct buf *b, const char *s);
 /* Drop the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
 static inline struct str buf_str(const struct buf *b)

@@ -13,8 +13,8 @@
  * changes; this file logs only setup problems (a CA that cannot be loaded, a certificate that
  * does not verify).
  *
- * TLS (g->tls): the socket bufferevent is wrapped in a libevent filter that runs the tls/tls.h
- * record layer, as edge/upstream.c does. There is one struct tls_client per group.
+ * TLS (g->tls): the socket bufferevent is wrapped in the TLS filter of edge/tlsbev.h, as
+ * edge/upstream.c does. There is one struct tls_client per group.
  *
  * The first checks are spread over the interval (server k of n at k/n of it), plus a small
  * random jitter so a node's checks never fire all at once; the first server is checked right
@@ -39,6 +39,7 @@
 #include "edge/edge_int.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "edge/tlsbev.h"
 #include "tls/tls.h"
 
 #define HC_MAX_HEAD 16384 /* a longer response head fails the check */
@@ -67,11 +68,10 @@ struct hc_server {
 struct hc_probe {
     struct hc_server *hs;
     struct bufferevent *bev; /* read and written: the socket, or the TLS filter over it */
-    struct bufferevent *under; /* TLS: the socket under the filter (freed with it) */
+    struct bufferevent *sock; /* the socket (== bev without TLS) */
     struct event *timer; /* health_timeout; once ended, the deferred free */
-    bool is_tls;
-    struct tls_conn tls;
-    bool eof; /* the server closed (TCP FIN or TLS close_notify) */
+    struct tls_bev tls; /* TLS groups: the session under bev (tls.active) */
+    bool eof; /* the server closed (TCP FIN; TLS close_notify is tls.eof) */
     bool ended; /* the result is reported: free at the next timer callback */
     int64_t t_start_us;
 };
@@ -104,8 +104,7 @@ static void probe_free(struct hc_probe *p)
         event_free(p->timer);
     if (p->bev)
         bufferevent_free(p->bev); /* and the socket under a TLS filter */
-    if (p->is_tls)
-        tls_conn_fini(&p->tls);
+    tls_bev_fini(&p->tls);
     free(p);
 }
 
@@ -115,6 +114,7 @@ static void probe_end(struct hc_probe *p, int status)
     if (p->ended)
         return;
     p->ended = true;
+    p->tls.closed = true; /* the filter drops what still arrives */
     if (p->bev) {
         bufferevent_setcb(p->bev, NULL, NULL, NULL, NULL);
         bufferevent_disable(p->bev, EV_READ | EV_WRITE);
@@ -149,7 +149,7 @@ static void probe_process(struct hc_probe *p)
         /* One byte past the limit lets the parser refuse an oversized head. */
         size_t want = UTIL_MIN(evbuffer_get_length(in), (size_t)HC_MAX_HEAD + 1);
         if (want == 0) {
-            if (p->eof)
+            if (p->eof || p->tls.eof)
                 probe_end(p, -1);
             return;
         }
@@ -161,7 +161,7 @@ static void probe_process(struct hc_probe *p)
         struct h1_limits lim = {HC_MAX_HEAD, HC_MAX_HEADERS, HC_MAX_HEAD};
         int r = h1_parse_response(buf, want, &resp, &lim, false);
         if (r == H1_INCOMPLETE) {
-            if (p->eof)
+            if (p->eof || p->tls.eof)
                 probe_end(p, -1);
             return;
         }
@@ -186,11 +186,8 @@ static void probe_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct hc_probe *p = arg;
     if (what & BEV_EVENT_CONNECTED) {
-        if (p->is_tls) {
-            /* Send the ClientHello; the request waits in the filter until the handshake. */
-            (void)tls_conn_handshake(&p->tls);
-            bufferevent_write_buffer(p->under, p->tls.rout);
-        }
+        if (p->tls.active) /* the request waits in the filter until the handshake */
+            tls_bev_connected(&p->tls);
         return;
     }
     if (what & BEV_EVENT_EOF) {
@@ -201,59 +198,20 @@ static void probe_event_cb(struct bufferevent *bev, short what, void *arg)
     probe_end(p, -1);
 }
 
-static void log_tls_failure(struct hc_probe *p)
+/* From inside the TLS filter (tlsbev.h): log a failed handshake once per server, and end the
+ * probe (ending frees nothing: the free is deferred to the probe's timer). */
+static void probe_tls_error(void *arg, bool handshake_done)
 {
+    struct hc_probe *p = arg;
     struct hc_server *hs = p->hs;
-    if (hs->tls_logged)
-        return;
-    hs->tls_logged = true;
-    char why[200];
-    log_msg(LOG_WARN, "upstream %s: health check of %s: TLS handshake failed: %s",
-            hs->hg->g->conf->name, hs->s->conf->addr.text,
-            tls_conn_error(&p->tls, why, sizeof(why)));
-}
-
-/* TLS filter, socket -> plaintext: decrypt; handshake records go straight back out. libevent
- * ignores a filter's BEV_ERROR, so a failure ends the probe here (ending frees nothing). */
-static enum bufferevent_filter_result tls_in_filter(struct evbuffer *src, struct evbuffer *dst,
-                                                    ev_ssize_t lim, enum bufferevent_flush_mode m,
-                                                    void *arg)
-{
-    struct hc_probe *p = arg;
-    if (p->ended) {
-        evbuffer_drain(src, evbuffer_get_length(src));
-        return BEV_OK;
+    if (!handshake_done && !hs->tls_logged) {
+        hs->tls_logged = true;
+        char why[200];
+        log_msg(LOG_WARN, "upstream %s: health check of %s: TLS handshake failed: %s",
+                hs->hg->g->conf->name, hs->s->conf->addr.text,
+                tls_bev_error(&p->tls, why, sizeof(why)));
     }
-    bool was_done = p->tls.handshake_done;
-    evbuffer_add_buffer(p->tls.rin, src);
-    enum tls_status st = tls_conn_read(&p->tls, dst);
-    if (evbuffer_get_length(p->tls.rout) > 0)
-        bufferevent_write_buffer(p->under, p->tls.rout);
-    if (st == TLS_ERROR) {
-        if (!was_done)
-            log_tls_failure(p);
-        probe_end(p, -1);
-        return BEV_ERROR;
-    }
-    if (st == TLS_EOF)
-        p->eof = true; /* the read callback that follows sees it */
-    if (!was_done && p->tls.handshake_done)
-        bufferevent_flush(p->bev, EV_WRITE, BEV_NORMAL); /* the request waiting for it */
-    return BEV_OK;
-}
-
-/* TLS filter, plaintext -> socket: encrypt once the handshake is done. */
-static enum bufferevent_filter_result tls_out_filter(struct evbuffer *src, struct evbuffer *dst,
-                                                     ev_ssize_t lim, enum bufferevent_flush_mode m,
-                                                     void *arg)
-{
-    struct hc_probe *p = arg;
-    if (p->ended || !p->tls.handshake_done)
-        return BEV_NEED_MORE;
-    if (tls_conn_write_buf(&p->tls, src) != TLS_OK)
-        return BEV_ERROR;
-    evbuffer_add_buffer(dst, p->tls.rout);
-    return BEV_OK;
+    probe_end(p, -1);
 }
 
 /* Build the bufferevents of a probe: the socket, and the TLS filter over it for a TLS group. */
@@ -264,18 +222,15 @@ static int probe_open(struct hc_probe *p)
     if (sock == NULL)
         return -ENOMEM;
     p->bev = sock;
+    p->sock = sock;
     if (hs->hg->tls == NULL)
         return 0;
     const struct up_group *g = hs->hg->g;
     const char *name = g->tls_name ? g->tls_name : hs->s->conf->addr.host;
-    tls_conn_init(&p->tls, tls_client_ssl(hs->hg->tls, name, NULL));
-    p->is_tls = true;
-    p->under = sock;
     p->bev =
-        bufferevent_filter_new(sock, tls_in_filter, tls_out_filter, BEV_OPT_CLOSE_ON_FREE, NULL, p);
+        tls_bev_open(&p->tls, sock, tls_client_ssl(hs->hg->tls, name, NULL), probe_tls_error, p);
     if (p->bev == NULL) {
         bufferevent_free(sock);
-        p->under = NULL;
         return -ENOMEM;
     }
     return 0;
@@ -307,8 +262,7 @@ static void probe_start(struct hc_server *hs)
     }
     bufferevent_setcb(p->bev, probe_read_cb, NULL, probe_event_cb, p);
     edge_timer_arm(p->timer, o->health_timeout_ms);
-    struct bufferevent *sock = p->is_tls ? p->under : p->bev;
-    if (bufferevent_socket_connect(sock, (struct sockaddr *)&hs->s->ss, (int)hs->s->sslen) < 0) {
+    if (bufferevent_socket_connect(p->sock, (struct sockaddr *)&hs->s->ss, (int)hs->s->sslen) < 0) {
         probe_end(p, -1);
         return;
     }

@@ -16,7 +16,7 @@
  * head (a 5xx is a failure) or the error before it.
  *
  * Bridging (upstream_tls): the socket bufferevent is wrapped in a libevent filter whose two
- * callbacks run the TLS record layer (tls/tls.h), so everything above sees plaintext exactly
+ * callbacks run the TLS record layer (edge/tlsbev.h), so everything above sees plaintext exactly
  * as for a plain connection, and keep-alive reuse works the same. The certificate is verified
  * against the site's CA and name (SNI sent); a failed handshake fails the request like a
  * reset, with the reason in the log.
@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 
 #include "edge/edge_int.h"
+#include "edge/tlsbev.h"
 #include "lib/log.h"
 #include "lib/util.h"
 
@@ -92,9 +93,7 @@ struct upstream {
     bool in_cb;
     bool dead; /* freed at the end of the callback */
     bool eof_seen; /* the server closed its side */
-    bool is_tls;
-    struct tls_conn tls;
-    struct bufferevent *under; /* TLS: the socket under the filter (freed with it) */
+    struct tls_bev tls; /* bridging: the TLS session under u->bev (tls.active) */
 };
 
 static void up_read_cb(struct bufferevent *bev, void *arg);
@@ -159,8 +158,7 @@ static void up_free(struct upstream *u)
         event_free(u->timer);
     if (u->bev)
         bufferevent_free(u->bev); /* and the socket under a TLS filter */
-    if (u->is_tls)
-        tls_conn_fini(&u->tls);
+    tls_bev_fini(&u->tls);
     if (u->head_copy)
         evbuffer_free(u->head_copy);
     free(u->head_mem);
@@ -181,44 +179,16 @@ static void pool_remove_idle(struct upstream *u)
 /* Fail the current request; may retry transparently on a fresh connection. */
 static void up_fail(struct upstream *u, enum upstream_err err);
 
-/* TLS filter, socket -> plaintext: decrypt; handshake records go straight back out. */
-static enum bufferevent_filter_result tls_in_filter(struct evbuffer *src, struct evbuffer *dst,
-                                                    ev_ssize_t lim, enum bufferevent_flush_mode m,
-                                                    void *arg)
+/* From inside the TLS filter (tlsbev.h): fail the request on the next loop turn, since failing
+ * here would free the bufferevent inside its own callback. */
+static void up_tls_error(void *arg, bool handshake_done)
 {
     struct upstream *u = arg;
-    bool was_done = u->tls.handshake_done;
-    evbuffer_add_buffer(u->tls.rin, src);
-    enum tls_status st = tls_conn_read(&u->tls, dst);
-    if (evbuffer_get_length(u->tls.rout) > 0)
-        bufferevent_write_buffer(u->under, u->tls.rout);
-    if (st == TLS_ERROR) {
-        char why[200];
-        log_ratelimited(LOG_WARN, "upstream %s: TLS %s: %s", u->pool->srv->conf->addr.text,
-                        was_done ? "error" : "handshake failed",
-                        tls_conn_error(&u->tls, why, sizeof(why)));
-        /* libevent ignores a filter's BEV_ERROR: without this the request would wait for a
-         * timeout. Failing here would free the bufferevent inside its own callback. */
-        timer_arm(u, UT_TLS_FAILED, 1);
-        return BEV_ERROR;
-    }
-    if (!was_done && u->tls.handshake_done)
-        bufferevent_flush(u->bev, EV_WRITE, BEV_NORMAL); /* the request waiting for it */
-    return BEV_OK;
-}
-
-/* TLS filter, plaintext -> socket: encrypt once the handshake is done. */
-static enum bufferevent_filter_result tls_out_filter(struct evbuffer *src, struct evbuffer *dst,
-                                                     ev_ssize_t lim, enum bufferevent_flush_mode m,
-                                                     void *arg)
-{
-    struct upstream *u = arg;
-    if (!u->tls.handshake_done)
-        return BEV_NEED_MORE;
-    if (tls_conn_write_buf(&u->tls, src) != TLS_OK)
-        return BEV_ERROR;
-    evbuffer_add_buffer(dst, u->tls.rout);
-    return BEV_OK;
+    char why[200];
+    log_ratelimited(LOG_WARN, "upstream %s: TLS %s: %s", u->pool->srv->conf->addr.text,
+                    handshake_done ? "error" : "handshake failed",
+                    tls_bev_error(&u->tls, why, sizeof(why)));
+    timer_arm(u, UT_TLS_FAILED, 1);
 }
 
 static bool up_connect(struct upstream *u)
@@ -234,13 +204,9 @@ static bool up_connect(struct upstream *u)
         return false;
     u->bev = sock;
     if (u->pool->tls != NULL) {
-        if (u->is_tls)
-            tls_conn_fini(&u->tls); /* a transparent retry: start a new session */
-        u->is_tls = true;
-        tls_conn_init(&u->tls, tls_client_ssl(u->pool->tls, u->pool->tls_name, NULL));
-        u->under = sock;
-        u->bev = bufferevent_filter_new(sock, tls_in_filter, tls_out_filter, BEV_OPT_CLOSE_ON_FREE,
-                                        NULL, u);
+        /* (a transparent retry starts a new session) */
+        u->bev = tls_bev_open(&u->tls, sock, tls_client_ssl(u->pool->tls, u->pool->tls_name, NULL),
+                              up_tls_error, u);
         if (u->bev == NULL) {
             bufferevent_free(sock);
             return false;
@@ -597,11 +563,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct upstream *u = arg;
     if (what & BEV_EVENT_CONNECTED) {
-        if (u->is_tls) {
-            /* Send the ClientHello; the request waits in the filter until the handshake. */
-            (void)tls_conn_handshake(&u->tls);
-            bufferevent_write_buffer(u->under, u->tls.rout);
-        }
+        if (u->tls.active) /* the request waits in the filter until the handshake */
+            tls_bev_connected(&u->tls);
         if (u->state == U_CONNECTING) {
             u->state = U_WAIT_HEAD;
             timer_arm(u, UT_FIRST_BYTE, u->w->edge->cfg->upstream_first_byte_timeout_ms);

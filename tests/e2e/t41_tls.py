@@ -303,3 +303,29 @@ def test_https_origin_flag(spawn_outpost, tls_origin, certs):
     node = spawn_outpost(None, extra_args=["--origin", "https://%s" % tls_origin.addr])
     assert curl(node.url("/sys")).status == 502
     assert tls_origin.count("/sys") == 0
+
+
+@pytest.mark.parametrize("ca,healthy", [("ca.pem", True), ("other-ca.pem", False)],
+                         ids=["verified", "unknown_ca"])
+def test_health_checks_over_tls(spawn_outpost, tls_origin, certs, ca, healthy):
+    """Active checks of a bridged origin pool speak TLS with the site's CA and name: they pass
+    against the right CA and fail (the server goes out) against another one."""
+    tls_origin.route("/hc", body=b"ok")
+    config = ("upstream pool {\n server %s\n health_check /hc\n health_interval 200ms\n"
+              " health_fall 1\n}\n"
+              "site * {\n origin_pool pool\n upstream_tls on\n upstream_tls_ca %s/%s\n"
+              " upstream_tls_name a.example\n}\n" % (tls_origin.addr, certs, ca))
+    node = spawn_outpost(None, config=config)
+
+    def server():
+        up = [u for u in node.status()["upstreams"] if u["name"] == "pool"][0]
+        return up["servers"][0]
+    if healthy:
+        wait_for(lambda: server()["checks"] >= 2, msg="checks run")
+        s = server()
+        assert (s["state"], s["checks_failed"], s["last_check_status"]) == ("healthy", 0, 200)
+        assert tls_origin.count("/hc") >= 2
+    else:
+        wait_for(lambda: server()["state"] == "unhealthy", msg="a check that cannot verify fails")
+        assert server()["last_check_status"] == -1 and tls_origin.count("/hc") == 0
+        wait_for(lambda: "TLS handshake failed" in node.stderr_text(), msg="the reason logged")

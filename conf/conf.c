@@ -1415,8 +1415,7 @@ static int upstreams_resolve(struct builder *b, const char *file)
             if (!u->shield) {
                 u->shield = true;
                 /* A shield group checks the shields' own health endpoint unless told otherwise. */
-                if (u->opts.health_check == NULL &&
-                    (u->implicit || u->line == 0 || !b->ux[idx].set[CONF_OPT_HEALTH_CHECK]))
+                if (u->opts.health_check == NULL && !b->ux[idx].set[CONF_OPT_HEALTH_CHECK])
                     u->opts.health_check = xstrdup(conf_options[CONF_OPT_HEALTH_PATH].def);
             }
         }

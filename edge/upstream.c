@@ -257,16 +257,15 @@ struct upstream *upstream_request(struct worker *w, size_t group, int server, st
         u->w = w;
         u->pool = pool;
         u->timer = evtimer_new(w->base, up_timer_cb, u);
-        u->counted = true;
-        if (!up_connect(u)) {
-            uncount(u);
-            up_free(u);
-            up_server_record(pool->srv, HEALTH_CONNECT_ERROR);
-            METRIC_INC(w, upstream_errors[UPERR_CONNECT]);
-            return NULL;
-        }
     }
-    u->counted = true;
+    u->counted = true; /* from here on, each way out ends with uncount() */
+    if (u->bev == NULL && !up_connect(u)) { /* a new connection that cannot even start */
+        uncount(u);
+        up_free(u);
+        up_server_record(pool->srv, HEALTH_CONNECT_ERROR);
+        METRIC_INC(w, upstream_errors[UPERR_CONNECT]);
+        return NULL;
+    }
     u->cbs = cbs;
     u->arg = arg;
     u->head_request = head_request;

@@ -625,11 +625,10 @@ def test_passive_health_ejects_a_failing_origin(spawn_outpost, origins):
 
 
 def _fast_508(node, path, headers=None):
-    t0 = time.monotonic()
+    """A loop is refused at once with 508; one that went round would end in a timeout or a
+    502/504 from the hops, never a 508 (curl's timeout bounds the wait)."""
     r = get(node, path, headers, timeout=15)
-    took = time.monotonic() - t0
     assert r.status == 508, "%s %s: %d %r" % (node.addr, path, r.status, r.body[:200])
-    assert took < 5, "508 after %.1f s" % took
     return r
 
 
